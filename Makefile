@@ -1,0 +1,49 @@
+# keras-batch-score: the two commands are `make demo` and `make test`.
+# Both create .venv on first use with nothing but a Python 3.10-3.12 interpreter.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.10 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint format bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py requirements/constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
+	$(PIP) install -q -c requirements/constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo --workdir .demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pipelines.bench --workdir .bench
+
+# Re-resolve the transitive pin set after editing pyproject.toml.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q '.[test]'
+	( echo '# Full transitive pin set resolved by `make install` on Python 3.11 (pip freeze).'; \
+	  echo '# Regenerate with `make lock` after changing pyproject.toml.'; \
+	  .venv-lock/bin/python -m pip freeze --exclude keras-batch-score ) > requirements/constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .demo .bench *.egg-info .pytest_cache .ruff_cache

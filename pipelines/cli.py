@@ -1,0 +1,71 @@
+"""The ``batch-score`` command: one sub-command per pipeline.
+
+Configuration problems print one ``error:`` line saying what to fix and exit
+with status 2; no traceback. ``--verbose`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "score": ("pipelines.score", "Score Parquet data with a Keras model."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: batch-score <command> [flags]", "", "commands:"]
+    lines += [f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items()]
+    lines += ["", "Run `batch-score <command> --help` for the flags of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a sub-command and returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    verbose = "--verbose" in rest
+    # Quiet TensorFlow before anything imports it; see pipelines.console.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+
+    from transforms.errors import ConfigError
+
+    module = __import__(COMMANDS[command][0], fromlist=["run"])
+    try:
+        module.run(rest)
+    except ConfigError as e:
+        if verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if verbose:
+            raise
+        print(f"error: the job failed: {type(e).__name__}: {_short(e)}", file=sys.stderr)
+        print("(run again with --verbose for the full traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip()
+    # Beam wraps worker exceptions in long multi-line messages; keep the informative tail line.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    for line in reversed(lines):
+        if "Error" in line and ":" in line:
+            return line[:500]
+    return lines[-1][:500]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

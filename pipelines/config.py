@@ -1,0 +1,278 @@
+"""Scoring job configuration: a YAML file plus CLI flags, validated before anything runs.
+
+Flags override the file. Every key and flag is checked: an unknown key, a
+missing required value or a value of the wrong type raises
+:class:`ConfigError` naming the key, before any model or data is touched.
+Flags that are not ours are handed to Beam's ``PipelineOptions``; a flag that
+neither we nor Beam know is an error too (Beam would silently discard it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from transforms.errors import ConfigError
+
+DEFAULT_BATCH_SIZE = 16384
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Resolved settings of one scoring job (see README, "Configuration reference")."""
+
+    model: list[str]
+    input: str
+    output: str
+    input_format: str = "auto"
+    id_columns: list[str] = dataclasses.field(default_factory=list)
+    feature_columns: list[str] | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    min_batch_size: int | None = None
+    num_shards: int = 0
+    custom_objects: list[str] = dataclasses.field(default_factory=list)
+    unsafe_deserialization: bool = False
+    signature: str | None = None
+    reshuffle: bool = False
+    progress_seconds: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_REQUIRED = ("model", "input", "output")
+_FIELDS = {f.name: f for f in dataclasses.fields(ScoreConfig)}
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the scoring flags to ``parser``. Unset flags stay absent from the namespace."""
+    s = argparse.SUPPRESS
+    parser.add_argument(
+        "--config", default=s, help="YAML file with the settings below (flags override it)."
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=s,
+        help="Model to score with: a .keras file, an .h5 file or a SavedModel directory.",
+    )
+    parser.add_argument(
+        "--input", default=s, help="Input file, directory glob or gs:// pattern (Parquet)."
+    )
+    parser.add_argument("--output", default=s, help="Output directory (local or gs://).")
+    parser.add_argument(
+        "--input-format",
+        dest="input_format",
+        choices=("auto", "parquet"),
+        default=s,
+        help="Input format.",
+    )
+    parser.add_argument(
+        "--id-column",
+        dest="id_columns",
+        action="append",
+        default=s,
+        help="Passthrough column copied unchanged to every output (repeatable).",
+    )
+    parser.add_argument(
+        "--feature-columns",
+        dest="feature_columns",
+        type=_csv,
+        default=s,
+        help="Comma-separated model feature columns, in model order "
+        "(default: every numeric column that is not an id column, in file order).",
+    )
+    parser.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=s, help="Max rows per model call."
+    )
+    parser.add_argument(
+        "--min-batch-size",
+        dest="min_batch_size",
+        type=int,
+        default=s,
+        help="Min rows per model call.",
+    )
+    parser.add_argument(
+        "--num-shards",
+        dest="num_shards",
+        type=int,
+        default=s,
+        help="Prediction files (0: runner decides).",
+    )
+    parser.add_argument(
+        "--custom-object",
+        dest="custom_objects",
+        action="append",
+        default=s,
+        help="module:attr of a custom Keras class or function the model needs (repeatable).",
+    )
+    parser.add_argument(
+        "--unsafe-deserialization",
+        dest="unsafe_deserialization",
+        action="store_true",
+        default=s,
+        help="Allow lambda layers and other arbitrary code in .keras files (safe_mode=False).",
+    )
+    parser.add_argument(
+        "--signature", default=s, help="SavedModel signature to call (default: serving_default)."
+    )
+    parser.add_argument(
+        "--reshuffle",
+        action="store_true",
+        default=s,
+        help="Redistribute batches across workers before inference.",
+    )
+    parser.add_argument(
+        "--progress-seconds",
+        dest="progress_seconds",
+        type=float,
+        default=s,
+        help="Seconds between progress lines.",
+    )
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Reads a YAML config file through Beam FileSystems (so gs:// works)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            data = yaml.safe_load(f.read().decode("utf-8"))
+    except (OSError, Exception) as e:  # Beam wraps missing files in BeamIOError
+        if isinstance(e, yaml.YAMLError):
+            raise ConfigError(f"config file {path}: not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} cannot be read: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of settings, got {type(data).__name__}"
+        )
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Checks a YAML value against the field type; lists may be given as a scalar or CSV."""
+    where = f"{key!r} in {source}"
+    list_fields = {"model", "id_columns", "feature_columns", "custom_objects"}
+    if key in list_fields:
+        if isinstance(value, str):
+            return [value] if key in ("model", "custom_objects") else _csv(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{where}: expected a string or a list of strings, got {value!r}")
+    if key in {"batch_size", "min_batch_size", "num_shards"}:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if key == "progress_seconds":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if key in {"unsafe_deserialization", "reshuffle"}:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def resolve_config(namespace: argparse.Namespace) -> ScoreConfig:
+    """Merges the YAML file named by ``--config`` with the flags and validates the result."""
+    values: dict[str, Any] = {}
+    config_path = getattr(namespace, "config", None)
+    if config_path:
+        for key, value in load_yaml(config_path).items():
+            if key not in _FIELDS:
+                raise ConfigError(
+                    f"unknown key {key!r} in {config_path}{_suggest(key, list(_FIELDS))}; "
+                    f"known keys: {', '.join(sorted(_FIELDS))}"
+                )
+            values[key] = _coerce(key, value, config_path)
+    for key, value in vars(namespace).items():
+        if key in _FIELDS:
+            values[key] = value
+    missing = [k for k in _REQUIRED if not values.get(k)]
+    if missing:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in missing)
+        raise ConfigError(
+            f"missing required setting(s) {', '.join(map(repr, missing))}: pass {flags} or set them in --config"
+        )
+    config = ScoreConfig(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: ScoreConfig) -> None:
+    if config.batch_size < 1:
+        raise ConfigError(f"'batch_size' must be >= 1, got {config.batch_size}")
+    if config.min_batch_size is not None and not 1 <= config.min_batch_size <= config.batch_size:
+        raise ConfigError(
+            f"'min_batch_size' must be between 1 and batch_size ({config.batch_size}), got {config.min_batch_size}"
+        )
+    if config.num_shards < 0:
+        raise ConfigError(f"'num_shards' must be >= 0, got {config.num_shards}")
+    if len(config.model) != 1:
+        raise ConfigError(
+            f"exactly one 'model' is supported, got {len(config.model)}: {config.model}"
+        )
+    if config.progress_seconds <= 0:
+        raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
+    dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})
+    if dupes:
+        raise ConfigError(f"'id_columns' lists {dupes} more than once")
+    if config.feature_columns is not None:
+        if not config.feature_columns:
+            raise ConfigError(
+                "'feature_columns' is empty: list at least one column or leave it unset"
+            )
+        overlap = sorted(set(config.feature_columns) & set(config.id_columns))
+        if overlap:
+            raise ConfigError(f"columns {overlap} are both id (passthrough) and feature columns")
+
+
+def split_beam_args(beam_args: Sequence[str]) -> list[str]:
+    """Returns ``beam_args`` after checking that Beam knows every flag in it.
+
+    Raises:
+        ConfigError: for a flag neither this tool nor Beam defines (a typo would
+            otherwise be discarded by Beam with only a log line).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(list(beam_args))
+    known = set(options.get_all_options(retain_unknown_options=False))
+    every = set(options.get_all_options(retain_unknown_options=True))
+    unknown = sorted(every - known)
+    if unknown:
+        ours = [a.lstrip("-").replace("-", "_") for a in _our_flags()]
+        hints = "".join(_suggest(u, ours) for u in unknown[:1])
+        raise ConfigError(
+            f"unknown flag(s) {', '.join('--' + u for u in unknown)}{hints}; "
+            "run `batch-score score --help` for this tool's flags"
+        )
+    stray = [a for a in beam_args if not a.startswith("-")]
+    if stray:
+        raise ConfigError(f"unexpected argument(s) {stray}: every setting is a --flag")
+    return list(beam_args)
+
+
+def _our_flags() -> list[str]:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_score_arguments(parser)
+    return [opt for action in parser._actions for opt in action.option_strings]

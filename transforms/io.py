@@ -1,0 +1,273 @@
+"""Columnar reads and writes: Parquet in, Parquet predictions and JSONL errors out.
+
+Paths go through Beam ``FileSystems``, so local paths, globs and ``gs://``
+work the same. Output files are first written under a per-run staging
+directory by Beam's file sinks (temp files + atomic rename); the run's final
+step (:mod:`transforms.summary`) promotes them into the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatched
+
+from transforms.batch import ScoringBatch
+from transforms.errors import ConfigError
+from transforms.keras_model import TensorInfo
+
+_LOG = logging.getLogger("keras_batch_score")
+
+PREDICTIONS_PREFIX = "predictions"
+ERRORS_PREFIX = "errors"
+
+
+def match_files(pattern: str) -> list[str]:
+    """Files matching ``pattern`` (a path, a directory or a glob), sorted.
+
+    Raises:
+        ConfigError: if nothing matches.
+    """
+    patterns = [pattern]
+    if not any(ch in pattern for ch in "*?[") and _is_dir(pattern):
+        patterns = [pattern.rstrip("/") + "/*"]
+    try:
+        found = FileSystems.match(patterns)[0].metadata_list
+    except Exception as e:
+        raise ConfigError(f"--input {pattern}: cannot list files: {e}") from None
+    files = sorted(m.path for m in found if m.size_in_bytes > 0 or m.path.endswith(".parquet"))
+    if not files:
+        raise ConfigError(f"--input {pattern}: no files match")
+    return files
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    scheme = FileSystems.get_scheme(path)
+    if scheme in (None, "file"):
+        return os.path.isdir(path)
+    return path.endswith("/")
+
+
+def read_parquet_schema(path: str) -> pa.Schema:
+    """The Arrow schema stored in a Parquet file's footer (no data pages are read)."""
+    try:
+        with FileSystems.open(path) as f:
+            return pq.read_schema(f)
+    except Exception as e:
+        raise ConfigError(f"input file {path} is not a readable Parquet file: {e}") from None
+
+
+def input_pattern(files: Sequence[str], pattern: str) -> str:
+    """The pattern Beam should read: a directory argument becomes ``dir/*``."""
+    if len(files) == 1 and files[0].rstrip("/") == pattern.rstrip("/"):
+        return files[0]
+    if not any(ch in pattern for ch in "*?[") and _is_dir(pattern):
+        return pattern.rstrip("/") + "/*"
+    return pattern
+
+
+class ReadParquetBatches(beam.PTransform):
+    """Reads Parquet files as Arrow tables, one per row group, only ``columns``."""
+
+    def __init__(self, pattern: str, columns: Sequence[str]) -> None:
+        super().__init__()
+        if not columns:
+            raise ValueError("columns must not be empty")
+        self._pattern = pattern
+        self._columns = list(columns)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return pbegin | "ReadRowGroups" >> ReadFromParquetBatched(
+            self._pattern, columns=self._columns
+        )
+
+
+def output_fields(outputs: Sequence[TensorInfo]) -> list[pa.Field]:
+    """Prediction columns for the model's outputs.
+
+    A single output is ``prediction``; several are ``prediction_<output name>``.
+    Width 1 gives ``float32``, wider outputs ``list<float32>``.
+    """
+    fields = []
+    for info in outputs:
+        name = "prediction" if len(outputs) == 1 else f"prediction_{info.name}"
+        value_type = (
+            pa.float32()
+            if np.dtype(info.dtype).kind == "f"
+            else pa.from_numpy_dtype(np.dtype(info.dtype))
+        )
+        fields.append(pa.field(name, value_type if info.width == 1 else pa.list_(value_type)))
+    return fields
+
+
+def predictions_schema(
+    input_schema: pa.Schema, id_columns: Sequence[str], outputs: Sequence[TensorInfo]
+) -> pa.Schema:
+    """Passthrough id columns, then prediction column(s), then ``model``."""
+    fields = [input_schema.field(c) for c in id_columns]
+    fields += output_fields(outputs)
+    fields.append(pa.field("model", pa.string()))
+    return pa.schema(fields)
+
+
+def to_predictions_table(
+    batch: ScoringBatch, schema: pa.Schema, output_names: Sequence[str]
+) -> pa.Table:
+    """The predictions table of one scored batch (columnar, no per-row Python)."""
+    n = batch.num_rows
+    columns: list[pa.Array] = []
+    pred_fields = [
+        f for f in schema if f.name not in batch.table.column_names and f.name != "model"
+    ]
+    id_names = [f.name for f in schema if f.name in batch.table.column_names]
+    for name in id_names:
+        columns.append(batch.table.column(name))
+    for field, out_name in zip(pred_fields, output_names, strict=True):
+        values = np.asarray(batch.predictions[out_name])
+        if pa.types.is_list(field.type):
+            flat = values.reshape(n, -1)
+            fixed = pa.FixedSizeListArray.from_arrays(
+                pa.array(flat.ravel(), type=field.type.value_type), flat.shape[1]
+            )
+            columns.append(fixed.cast(field.type))
+        else:
+            columns.append(pa.array(values.reshape(n), type=field.type))
+    model_id = batch.model_id or ""
+    columns.append(
+        pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), [model_id]).cast(pa.string())
+    )
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class _ToPredictionsTable(beam.DoFn):
+    def __init__(
+        self, schema: pa.Schema, output_names: Sequence[str], progress_seconds: float
+    ) -> None:
+        self._schema = schema
+        self._output_names = list(output_names)
+        self._progress_seconds = progress_seconds
+
+    def setup(self) -> None:
+        self._scored = beam.metrics.Metrics.counter("keras_batch_score", "rows_scored")
+        self._progress = ProgressReporter(self._progress_seconds)
+
+    def process(self, batch: ScoringBatch):
+        self._scored.inc(batch.num_rows)
+        self._progress.add(scored=batch.num_rows, rejected=batch.rows_rejected)
+        if batch.num_rows:
+            yield to_predictions_table(batch, self._schema, self._output_names)
+
+
+class ProgressReporter:
+    """Rate-limited progress lines from inside a DoFn (one per worker every few seconds)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._start = self._last = time.monotonic()
+        self._scored = 0
+        self._rejected = 0
+
+    def add(self, *, scored: int, rejected: int = 0) -> None:
+        self._scored += scored
+        self._rejected += rejected
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            rate = self._scored / max(now - self._start, 1e-9)
+            _LOG.info(
+                "progress: %s rows read, %s scored, %s rejected (%s rows/s)",
+                f"{self._scored + self._rejected:,}",
+                f"{self._scored:,}",
+                f"{self._rejected:,}",
+                f"{rate:,.0f}",
+            )
+
+
+class WritePredictions(beam.PTransform):
+    """Scored batches -> sharded Parquet files under ``file_prefix``.
+
+    Returns:
+        The PCollection of written file names (available once all are final).
+    """
+
+    def __init__(
+        self,
+        file_prefix: str,
+        schema: pa.Schema,
+        output_names: Sequence[str],
+        *,
+        num_shards: int = 0,
+        progress_seconds: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self._prefix = file_prefix
+        self._schema = schema
+        self._output_names = list(output_names)
+        self._num_shards = num_shards
+        self._progress_seconds = progress_seconds
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return (
+            batches
+            | "ToArrow"
+            >> beam.ParDo(
+                _ToPredictionsTable(self._schema, self._output_names, self._progress_seconds)
+            )
+            | "WriteParquet"
+            >> WriteToParquetBatched(
+                self._prefix,
+                schema=self._schema,
+                codec="snappy",
+                file_name_suffix=".parquet",
+                num_shards=self._num_shards,
+            )
+        )
+
+
+def errors_to_jsonl(table: pa.Table) -> str:
+    """One JSON object per rejected row, newline-separated (no trailing newline)."""
+    lines = []
+    for stage, column, reason, row in zip(
+        table.column("stage").to_pylist(),
+        table.column("column").to_pylist(),
+        table.column("reason").to_pylist(),
+        table.column("row").to_pylist(),
+        strict=True,
+    ):
+        lines.append(
+            json.dumps({"stage": stage, "column": column, "reason": reason})[:-1]
+            + ', "row": '
+            + row
+            + "}"
+        )
+    return "\n".join(lines)
+
+
+class WriteErrors(beam.PTransform):
+    """Errors tables -> ``errors-*.jsonl`` under ``file_prefix``; returns the file names."""
+
+    def __init__(self, file_prefix: str, *, num_shards: int = 0) -> None:
+        super().__init__()
+        self._prefix = file_prefix
+        self._num_shards = num_shards
+
+    def expand(self, errors: beam.PCollection) -> beam.PCollection:
+        return (
+            errors
+            | "NonEmpty" >> beam.Filter(lambda t: t.num_rows > 0)
+            | "ToJsonLines" >> beam.Map(errors_to_jsonl)
+            | "WriteJsonl"
+            >> beam.io.WriteToText(
+                self._prefix, file_name_suffix=".jsonl", num_shards=self._num_shards
+            )
+        )

@@ -1,0 +1,487 @@
+"""Loading Keras models (.keras, .h5, SavedModel) behind one compiled predict call.
+
+Pure functions and a small wrapper class, usable without Beam. The Beam
+``ModelHandler`` in :mod:`transforms.inference` calls :func:`load` in the
+worker's ``setup()``; the launcher calls it once too, to fail fast on a bad
+model before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from transforms.errors import ModelError
+from transforms.tf_quiet import import_tensorflow
+
+_LOG = logging.getLogger("keras_batch_score")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how. Plain data: it pickles to the workers.
+
+    Attributes:
+        path: A ``.keras`` or ``.h5`` file or a SavedModel directory, local or remote
+            (anything Beam ``FileSystems`` can read).
+        custom_objects: ``module:attr`` references imported on each worker.
+        safe_mode: Refuse arbitrary code (lambda layers) in ``.keras`` files.
+        signature: SavedModel signature name; ``None`` picks ``serving_default``.
+    """
+
+    path: str
+    custom_objects: tuple[str, ...] = ()
+    safe_mode: bool = True
+    signature: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Name, per-row shape (batch axis removed) and dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def width(self) -> int | None:
+        """Number of values per row for inputs of shape (), (1,) or (k,); None otherwise."""
+        if len(self.shape) == 0:
+            return 1
+        if len(self.shape) == 1:
+            return self.shape[0]
+        return None
+
+
+class LoadedModel:
+    """A model ready to score: input/output metadata and a compiled graph call.
+
+    Attributes:
+        inputs: Model inputs in model order.
+        outputs: Model outputs in model order.
+        model_id: ``<file name>@<sha256 prefix>`` of the model's bytes.
+        format: ``keras``, ``h5`` or ``saved_model``.
+    """
+
+    def __init__(
+        self,
+        *,
+        inputs: Sequence[TensorInfo],
+        outputs: Sequence[TensorInfo],
+        call: Callable[[Any], Any],
+        model_id: str,
+        format: str,
+        weights: Callable[[], Sequence[Any]],
+        keepalive: Any = None,
+    ) -> None:
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.model_id = model_id
+        self.format = format
+        self._call = call
+        self._weights = weights
+        self._keepalive = keepalive  # a SavedModel's trackable root must outlive its functions
+
+    def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the compiled model on one batch.
+
+        Args:
+            features: One array per model input name, all with the same number of rows.
+
+        Returns:
+            One array per model output name, ``(n,)`` for a width-1 output, else ``(n, ...)``.
+        """
+        import tensorflow as tf
+
+        tensors = {
+            name: tf.convert_to_tensor(features[info.name]) for name, info in self._by_name.items()
+        }
+        raw = self._call(tensors)
+        out: dict[str, np.ndarray] = {}
+        for info in self.outputs:
+            values = np.asarray(raw[info.name])
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            out[info.name] = values
+        return out
+
+    @property
+    def _by_name(self) -> dict[str, TensorInfo]:
+        return {info.name: info for info in self.inputs}
+
+    def weights(self) -> Sequence[Any]:
+        return self._weights()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def is_local(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def localize(path: str, cache_dir: str | None = None) -> str:
+    """Returns a local copy of ``path`` (file or SavedModel directory).
+
+    Local paths are returned unchanged. Remote ones are copied once per process
+    into a cache directory keyed by the path.
+    """
+    if is_local(path):
+        return path
+    from apache_beam.io.filesystems import FileSystems
+
+    cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "keras-batch-score-models")
+    key = hashlib.sha256(path.encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir, key, os.path.basename(path.rstrip("/")))
+    if os.path.exists(target):
+        return target
+    staging = f"{target}.partial-{os.getpid()}"
+    base = path.rstrip("/")
+    matches = FileSystems.match([base])[0].metadata_list
+    if matches and matches[0].path.rstrip("/") == base and not matches[0].path.endswith("/"):
+        os.makedirs(os.path.dirname(staging), exist_ok=True)
+        _copy_file(base, staging)
+    else:
+        files = FileSystems.match([f"{base}/**"])[0].metadata_list
+        if not files:
+            raise ModelError(f"model path {path} does not exist or is empty")
+        for meta in files:
+            rel = meta.path[len(base) + 1 :]
+            dest = os.path.join(staging, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            _copy_file(meta.path, dest)
+    os.replace(staging, target)
+    return target
+
+
+def _copy_file(src: str, dest: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(src) as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(8 << 20):
+            fout.write(chunk)
+
+
+def detect_format(local_path: str) -> str:
+    if os.path.isdir(local_path):
+        if os.path.exists(os.path.join(local_path, "saved_model.pb")):
+            return "saved_model"
+        raise ModelError(
+            f"model directory {local_path} has no saved_model.pb: pass a .keras or .h5 file "
+            "or a SavedModel directory"
+        )
+    if not os.path.exists(local_path):
+        raise ModelError(f"model file {local_path} does not exist")
+    lower = local_path.lower()
+    if lower.endswith(".keras"):
+        return "keras"
+    if lower.endswith((".h5", ".hdf5")):
+        return "h5"
+    raise ModelError(
+        f"model file {local_path}: unknown format; expected a .keras or .h5 file or a SavedModel directory"
+    )
+
+
+def content_hash(local_path: str) -> str:
+    """sha256 of a file, or of a directory's relative paths and file contents."""
+    digest = hashlib.sha256()
+    if os.path.isdir(local_path):
+        for root, dirs, files in os.walk(local_path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, local_path).encode())
+                _hash_file(full, digest)
+    else:
+        _hash_file(local_path, digest)
+    return digest.hexdigest()
+
+
+def _hash_file(path: str, digest: Any) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+
+
+def model_id_for(path: str, local_path: str) -> str:
+    name = os.path.basename(path.rstrip("/"))
+    return f"{name}@{content_hash(local_path)[:12]}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_custom_objects(specs: Sequence[str]) -> dict[str, Any]:
+    """Imports ``module:attr`` references.
+
+    Each object is registered under its attribute name and, when it has one,
+    its Keras registered name (``package>Name``).
+    """
+    import keras
+
+    objects: dict[str, Any] = {}
+    for spec in specs:
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise ModelError(
+                f"--custom-object {spec!r}: expected module:attr, e.g. my_pkg.layers:MyLayer"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ModelError(
+                f"--custom-object {spec!r}: cannot import module {module_name!r}: {e}"
+            ) from None
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise ModelError(
+                f"--custom-object {spec!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+        objects[attr] = obj
+        registered = keras.saving.get_registered_name(obj)
+        if registered:
+            objects[registered] = obj
+    return objects
+
+
+_MISSING_CLASS = re.compile(r"Could not (?:locate|deserialize) (?:class|function) '([^']+)'")
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    """Loads the model named by ``spec`` and compiles its call.
+
+    Raises:
+        ModelError: with a message that says what to fix (missing file, unknown
+            format, custom class not provided, unsafe lambda layers, ...).
+    """
+    import_tensorflow()
+    local = localize(spec.path)
+    fmt = detect_format(local)
+    model_id = model_id_for(spec.path, local)
+    if fmt == "saved_model":
+        return _load_saved_model(local, spec, model_id)
+    return _load_keras(local, fmt, spec, model_id)
+
+
+def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedModel:
+    import keras
+    import tensorflow as tf
+
+    custom = resolve_custom_objects(spec.custom_objects)
+    try:
+        kwargs: dict[str, Any] = {"custom_objects": custom, "compile": False}
+        if fmt == "keras":
+            kwargs["safe_mode"] = spec.safe_mode
+        model = keras.saving.load_model(local, **kwargs)
+    except Exception as e:
+        raise ModelError(_explain_load_error(spec.path, e)) from None
+    if not getattr(model, "inputs", None):
+        raise ModelError(
+            f"model {spec.path} has no defined inputs (a subclassed model that was never built?); "
+            "save a functional or Sequential model with an Input layer"
+        )
+    inputs = [
+        TensorInfo(_input_name(t, i), tuple(t.shape[1:]), str(t.dtype))
+        for i, t in enumerate(model.inputs)
+    ]
+    output_names = list(
+        getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]
+    )
+    outputs = [
+        TensorInfo(n, tuple(t.shape[1:]), str(t.dtype))
+        for n, t in zip(output_names, model.outputs, strict=True)
+    ]
+
+    structure_is_dict = isinstance(model.input, dict)
+    single = len(inputs) == 1 and not structure_is_dict
+    if single:
+        sig = [tf.TensorSpec((None, *inputs[0].shape), inputs[0].dtype)]
+        graph = tf.function(lambda x: model(x, training=False), input_signature=sig)
+
+        def call(tensors: dict[str, Any]) -> dict[str, Any]:
+            return _name_outputs(graph(tensors[inputs[0].name]), output_names)
+
+    else:
+        order = [info.name for info in inputs]
+        sig_dict = {info.name: tf.TensorSpec((None, *info.shape), info.dtype) for info in inputs}
+        if structure_is_dict:
+            graph = tf.function(lambda d: model(d, training=False), input_signature=[sig_dict])
+
+            def call(tensors: dict[str, Any]) -> dict[str, Any]:
+                return _name_outputs(graph(tensors), output_names)
+
+        else:
+            sig_list = [sig_dict[n] for n in order]
+            graph = tf.function(
+                lambda *xs: model(list(xs), training=False), input_signature=sig_list
+            )
+
+            def call(tensors: dict[str, Any]) -> dict[str, Any]:
+                return _name_outputs(graph(*[tensors[n] for n in order]), output_names)
+
+    return LoadedModel(
+        inputs=inputs,
+        outputs=outputs,
+        call=call,
+        model_id=model_id,
+        format=fmt,
+        weights=lambda: [w.numpy() for w in model.weights],
+        keepalive=model,
+    )
+
+
+def _input_name(tensor: Any, index: int) -> str:
+    name = getattr(tensor, "name", None) or f"input_{index}"
+    return name.split(":")[0]
+
+
+def _name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, (list, tuple)):
+        return dict(zip(names, result, strict=True))
+    return {names[0]: result}
+
+
+def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel:
+    import tensorflow as tf
+
+    try:
+        root = tf.saved_model.load(local)
+    except Exception as e:
+        raise ModelError(f"model {spec.path}: cannot load SavedModel: {_first_line(e)}") from None
+    signatures = dict(root.signatures)
+    if spec.signature:
+        if spec.signature not in signatures:
+            raise ModelError(
+                f"model {spec.path}: no signature {spec.signature!r}; it has {sorted(signatures)} (pass --signature)"
+            )
+        name = spec.signature
+    elif "serving_default" in signatures:
+        name = "serving_default"
+    elif len(signatures) == 1:
+        name = next(iter(signatures))
+    else:
+        raise ModelError(
+            f"model {spec.path}: no 'serving_default' signature; choose one of {sorted(signatures)} with --signature"
+        )
+    fn = signatures[name]
+    _LOG.debug("SavedModel %s: using signature %r", spec.path, name)
+    arg_specs, kwarg_specs = fn.structured_input_signature
+    if arg_specs:
+        raise ModelError(
+            f"model {spec.path}: signature {name!r} takes positional inputs; expected named inputs"
+        )
+    inputs = [
+        TensorInfo(k, tuple(v.shape[1:]), v.dtype.name) for k, v in sorted(kwarg_specs.items())
+    ]
+    out_specs = fn.structured_outputs
+    outputs = [
+        TensorInfo(k, tuple(v.shape[1:]), v.dtype.name) for k, v in sorted(out_specs.items())
+    ]
+
+    def call(tensors: dict[str, Any]) -> dict[str, Any]:
+        return fn(**tensors)
+
+    variables = list(getattr(root, "variables", []) or [])
+    return LoadedModel(
+        inputs=inputs,
+        outputs=outputs,
+        call=call,
+        model_id=model_id,
+        format=f"saved_model[{name}]",
+        weights=lambda: [v.numpy() for v in variables],
+        keepalive=root,
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def _explain_load_error(path: str, e: Exception) -> str:
+    text = str(e)
+    missing = _MISSING_CLASS.search(text)
+    if missing:
+        cls = missing.group(1)
+        short = cls.split(">")[-1]
+        return (
+            f"model {path} uses the custom class or function {cls!r}, which is not available: "
+            f"pass --custom-object <module>:{short} (the module must be importable on every worker)"
+        )
+    if "safe_mode" in text or ("Lambda" in text and "unsafe" in text.lower()):
+        return (
+            f"model {path} contains arbitrary code (e.g. a Lambda layer) that safe mode refuses to load: "
+            "re-save it without Lambda layers, or pass --unsafe-deserialization if you trust the file"
+        )
+    return f"model {path} cannot be loaded: {_first_line(e)}"
+
+
+# --------------------------------------------------------------------------- health check
+
+
+def health_check(model: LoadedModel, feature_widths: Mapping[str, int]) -> None:
+    """Checks the model before it scores anything.
+
+    Args:
+        model: The loaded model.
+        feature_widths: Per model input name, the number of values per row the
+            pipeline will feed.
+
+    Raises:
+        ModelError: if the inputs do not match the features, weights hold NaN/Inf,
+            or a smoke prediction fails or is not finite.
+    """
+    names = {info.name for info in model.inputs}
+    if set(feature_widths) != names:
+        raise ModelError(
+            f"model {model.model_id} expects inputs {sorted(names)}, the pipeline feeds {sorted(feature_widths)}"
+        )
+    for info in model.inputs:
+        if info.width is not None and info.width != feature_widths[info.name]:
+            raise ModelError(
+                f"model {model.model_id} input {info.name!r} expects {info.width} values per row, "
+                f"the pipeline feeds {feature_widths[info.name]}"
+            )
+    for i, w in enumerate(model.weights()):
+        arr = np.asarray(w)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelError(f"model {model.model_id}: weight tensor #{i} contains NaN or Inf")
+    smoke = {
+        info.name: np.zeros((2, *_concrete(info, feature_widths)), dtype=info.dtype)
+        for info in model.inputs
+    }
+    try:
+        out = model.predict(smoke)
+    except Exception as e:
+        raise ModelError(
+            f"model {model.model_id}: smoke prediction on 2 zero rows failed: {_first_line(e)}"
+        ) from None
+    for name, values in out.items():
+        if len(values) != 2:
+            raise ModelError(
+                f"model {model.model_id}: output {name!r} gave {len(values)} rows for 2 input rows"
+            )
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ModelError(f"model {model.model_id}: output {name!r} is NaN/Inf on zero input")
+
+
+def _concrete(info: TensorInfo, feature_widths: Mapping[str, int]) -> tuple[int, ...]:
+    if any(d is None for d in info.shape):
+        raise ModelError(
+            f"input {info.name!r} has an unknown dimension in shape {info.shape}: only fixed-size inputs are supported"
+        )
+    return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]

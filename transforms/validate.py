@@ -1,0 +1,384 @@
+"""Feature layout and vectorized per-row validation.
+
+The layout (which columns feed which model input) is planned once, at
+pipeline construction, from the input schema and the model's inputs; a
+mismatch is a :class:`ConfigError` before any data is read.
+
+:func:`assemble_features` then turns an Arrow table into model inputs with
+numpy/pyarrow calls on whole columns, and splits off the rows that cannot be
+scored (null, NaN/Inf, wrong list length) with a reason naming the column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+
+from transforms.batch import ScoringBatch
+from transforms.errors import ConfigError
+from transforms.keras_model import TensorInfo
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("column", pa.string()),
+        ("reason", pa.string()),
+        ("row", pa.string()),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputBinding:
+    """Which input columns feed one model input.
+
+    Attributes:
+        name: Model input name.
+        columns: Source columns, concatenated along the feature axis in this order.
+        widths: Values per row each column contributes (1 for a scalar column).
+        shape: Per-row shape of the model input (batch axis removed).
+        dtype: numpy dtype name of the model input.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    widths: tuple[int, ...]
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureLayout:
+    """The bindings of every model input, in model order."""
+
+    bindings: tuple[InputBinding, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for b in self.bindings for c in b.columns]
+
+    def widths(self) -> dict[str, int]:
+        return {b.name: b.width for b in self.bindings}
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def _is_numeric_list(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    ) and _is_numeric(t.value_type)
+
+
+def plan_layout(
+    schema: pa.Schema,
+    model_inputs: Sequence[TensorInfo],
+    *,
+    id_columns: Sequence[str] = (),
+    feature_columns: Sequence[str] | None = None,
+) -> FeatureLayout:
+    """Decides which columns feed which model input.
+
+    * One model input: the feature columns (default: every numeric column that
+      is not an id column, in file order) are stacked side by side; list
+      columns contribute their length. If the input's name is itself a column
+      and no feature columns are given, that column is used.
+    * Several (named) inputs: each input reads the column of the same name.
+
+    Raises:
+        ConfigError: naming the missing column, its wrong type, or the width
+            that does not match the model's input shape.
+    """
+    names = schema.names
+    for col in id_columns:
+        if col not in names:
+            raise ConfigError(f"id column {col!r} is not in the input schema; columns are {names}")
+    if len(model_inputs) == 1:
+        info = model_inputs[0]
+        if feature_columns is None and info.name in names and info.name not in id_columns:
+            columns = [info.name]
+        elif feature_columns is not None:
+            columns = list(feature_columns)
+        else:
+            columns = [
+                n for n in names if n not in id_columns and _is_numeric(schema.field(n).type)
+            ]
+            if not columns:
+                raise ConfigError(
+                    f"the input has no numeric columns besides the id columns {list(id_columns)}; "
+                    "pass --feature-columns"
+                )
+        return FeatureLayout((_bind(schema, info, columns),))
+    if feature_columns is not None:
+        unknown = sorted(set(feature_columns) - {i.name for i in model_inputs})
+        if unknown:
+            raise ConfigError(
+                f"the model has named inputs {[i.name for i in model_inputs]}, each read from the column of the "
+                f"same name; --feature-columns {unknown} match no input"
+            )
+    return FeatureLayout(tuple(_bind(schema, info, [info.name]) for info in model_inputs))
+
+
+def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputBinding:
+    if info.width is None:
+        raise ConfigError(
+            f"model input {info.name!r} has per-row shape {info.shape}; only inputs of shape (), (1,) or (k,) "
+            "can be fed from columns"
+        )
+    widths: list[int] = []
+    for col in columns:
+        if col not in schema.names:
+            raise ConfigError(
+                f"feature column {col!r} (model input {info.name!r}) is not in the input schema; columns are {schema.names}"
+            )
+        t = schema.field(col).type
+        if _is_numeric(t):
+            widths.append(1)
+        elif _is_numeric_list(t):
+            if pa.types.is_fixed_size_list(t):
+                widths.append(t.list_size)
+            elif len(columns) == 1 and info.width is not None:
+                widths.append(info.width)
+            else:
+                raise ConfigError(
+                    f"feature column {col!r} is a variable-length list; it can only feed a model input on its own"
+                )
+        else:
+            raise ConfigError(
+                f"feature column {col!r} has type {t}; features must be numeric or lists of numbers "
+                "(use a preprocessing spec for strings, categories and images)"
+            )
+    total = sum(widths)
+    if total != info.width:
+        raise ConfigError(
+            f"model input {info.name!r} expects {info.width} values per row, but the feature columns give {total}: "
+            f"{list(columns)}; set --feature-columns to the model's features in training order"
+        )
+    shape = tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    return InputBinding(info.name, tuple(columns), tuple(widths), shape, info.dtype)
+
+
+@dataclasses.dataclass
+class Assembled:
+    """Result of :func:`assemble_features` on one table."""
+
+    features: dict[str, np.ndarray]
+    good: np.ndarray | None  # boolean row mask, None when every row is good
+    problems: dict[str, tuple[np.ndarray, np.ndarray]]  # column -> (bad row indices, reasons)
+
+    @property
+    def num_bad(self) -> int:
+        return 0 if self.good is None else int((~self.good).sum())
+
+
+def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
+    """Builds the model inputs of ``table`` and flags rows that cannot be scored.
+
+    Every check is a whole-column operation; Python loops run only over
+    columns, and over rejected rows when their reasons are formatted.
+    """
+    n = table.num_rows
+    bad = np.zeros(n, dtype=bool)
+    problems: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def flag(column: str, mask: np.ndarray, reasons: np.ndarray | str) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        bad[idx] = True
+        texts = (
+            np.full(idx.size, reasons, dtype=object) if isinstance(reasons, str) else reasons[idx]
+        )
+        problems.setdefault(column, []).append((idx, texts))
+
+    features: dict[str, np.ndarray] = {}
+    for binding in layout.bindings:
+        out = np.empty((n, binding.width), dtype=binding.dtype)
+        offset = 0
+        for column, width in zip(binding.columns, binding.widths, strict=True):
+            arr = table.column(column)
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            if _is_numeric(arr.type):
+                if arr.null_count:
+                    flag(column, np.asarray(arr.is_null()), f"feature {column!r} is null")
+                    arr = arr.fill_null(0)
+                out[:, offset] = arr.to_numpy(zero_copy_only=False)
+            else:
+                out[:, offset : offset + width] = _list_values(arr, column, width, flag)
+            offset += width
+        if out.dtype.kind == "f":
+            nonfinite = ~np.isfinite(out)
+            rows = nonfinite.any(axis=1)
+            if rows.any():
+                offset = 0
+                for column, width in zip(binding.columns, binding.widths, strict=True):
+                    segment = nonfinite[:, offset : offset + width].any(axis=1) & ~bad
+                    if segment.any():
+                        flag(
+                            column,
+                            segment,
+                            _nonfinite_reasons(column, out[:, offset : offset + width], width),
+                        )
+                    offset += width
+        features[binding.name] = out.reshape((n, *binding.shape))
+
+    merged = {
+        c: (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
+        for c, ps in problems.items()
+    }
+    if not bad.any():
+        return Assembled(features, None, merged)
+    good = ~bad
+    return Assembled({k: v[good] for k, v in features.items()}, good, merged)
+
+
+def _list_values(arr: pa.Array, column: str, width: int, flag: Any) -> np.ndarray:
+    n = len(arr)
+    lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False)
+    wrong = lengths != width
+    if wrong.any():
+        reasons = np.empty(n, dtype=object)
+        for i in np.flatnonzero(wrong):
+            length = int(lengths[i])
+            reasons[i] = (
+                f"feature {column!r} is null"
+                if length < 0
+                else f"feature {column!r} has {length} values, expected {width}"
+            )
+        flag(column, wrong, reasons)
+    values = np.zeros((n, width), dtype=np.float64)
+    ok = ~wrong
+    if ok.any():
+        good_lists = arr.filter(pa.array(ok)) if wrong.any() else arr
+        flat = good_lists.flatten()
+        if flat.null_count:
+            flat = flat.cast(pa.float64()).fill_null(np.nan)
+        values[ok] = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
+    return values
+
+
+def _nonfinite_reasons(column: str, block: np.ndarray, width: int) -> np.ndarray:
+    reasons = np.empty(len(block), dtype=object)
+    for i in np.flatnonzero(~np.isfinite(block).all(axis=1)):
+        row = block[i]
+        if width == 1:
+            v = row[0]
+            what = "NaN or null" if math.isnan(v) else ("Inf" if v > 0 else "-Inf")
+            reasons[i] = f"feature {column!r} is {what}"
+        else:
+            reasons[i] = (
+                f"feature {column!r} contains NaN, null or Inf at position {int(np.flatnonzero(~np.isfinite(row))[0])}"
+            )
+    return reasons
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 64 else f"<{len(value)} bytes>"
+    return value
+
+
+def error_table(
+    table: pa.Table,
+    rows: np.ndarray,
+    stage: str,
+    columns: Sequence[str | None],
+    reasons: Sequence[str],
+) -> pa.Table:
+    """The errors-output records for ``rows`` of ``table``: stage, column, reason and the row as JSON.
+
+    Per-row Python here only touches rejected rows.
+    """
+    records = table.take(pa.array(rows, type=pa.int64())).to_pylist() if len(rows) else []
+    row_json = [json.dumps(_jsonable(r), default=str, sort_keys=False) for r in records]
+    return pa.table(
+        {
+            "stage": pa.array([stage] * len(rows), pa.string()),
+            "column": pa.array(list(columns), pa.string()),
+            "reason": pa.array(list(reasons), pa.string()),
+            "row": pa.array(row_json, pa.string()),
+        },
+        schema=ERRORS_SCHEMA,
+    )
+
+
+def rejected_rows_table(
+    table: pa.Table, problems: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> pa.Table:
+    """One error record per rejected row; a row with several problems lists them all."""
+    per_row: dict[int, list[tuple[str, str]]] = {}
+    for column, (idx, texts) in problems.items():
+        for i, text in zip(idx.tolist(), texts.tolist(), strict=True):
+            per_row.setdefault(i, []).append((column, text))
+    rows = np.array(sorted(per_row), dtype=np.int64)
+    first_columns = [per_row[i][0][0] for i in rows.tolist()]
+    reasons = ["; ".join(t for _, t in per_row[i]) for i in rows.tolist()]
+    return error_table(table, rows, "validate", first_columns, reasons)
+
+
+class ValidateDoFn(beam.DoFn):
+    """Arrow table -> :class:`ScoringBatch` of the good rows, plus an errors table on ``errors``."""
+
+    ERRORS = "errors"
+
+    def __init__(self, layout: FeatureLayout, keep_columns: Sequence[str]) -> None:
+        self._layout = layout
+        self._keep = list(keep_columns)
+
+    def setup(self) -> None:
+        self._rejected = beam.metrics.Metrics.counter("keras_batch_score", "rows_rejected")
+
+    def process(self, table: pa.Table):
+        assembled = assemble_features(table, self._layout)
+        kept = table.select(self._keep)
+        if assembled.good is not None:
+            self._rejected.inc(assembled.num_bad)
+            yield pvalue.TaggedOutput(self.ERRORS, rejected_rows_table(table, assembled.problems))
+            kept = kept.filter(pa.array(assembled.good))
+        yield ScoringBatch(table=kept, features=assembled.features, rows_rejected=assembled.num_bad)
+
+
+class ValidateFeatures(beam.PTransform):
+    """Arrow tables -> (ScoringBatch of scorable rows, errors tables).
+
+    Returns:
+        A ``DoOutputsTuple`` with ``batches`` and ``errors``.
+    """
+
+    def __init__(self, layout: FeatureLayout, keep_columns: Sequence[str]) -> None:
+        super().__init__()
+        if not layout.bindings:
+            raise ValueError("layout has no model inputs")
+        self._layout = layout
+        self._keep = list(keep_columns)
+
+    def expand(self, tables: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return tables | "AssembleAndCheck" >> beam.ParDo(
+            ValidateDoFn(self._layout, self._keep)
+        ).with_outputs(ValidateDoFn.ERRORS, main="batches")
