@@ -232,7 +232,7 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
             if rows.any():
                 offset = 0
                 for column, width in zip(binding.columns, binding.widths, strict=True):
-                    segment = nonfinite[:, offset : offset + width].any(axis=1) & ~bad
+                    segment = nonfinite[:, offset : offset + width].any(axis=1)
                     if segment.any():
                         flag(
                             column,
