@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format bench lock clean
+.PHONY: install demo test lint format bench lock clean airflow-venv
 
 install: $(STAMP)
 
@@ -29,8 +29,19 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+test: lint airflow-venv
 	$(BIN)/python -m pytest
+
+# Airflow + its Beam/Google providers + this project, in their own venv so the
+# main install stays lean; tests/test_airflow.py runs the DAG with it.
+AIRFLOW_VENV := .venv-airflow
+$(AIRFLOW_VENV)/.installed: pyproject.toml setup.py requirements/airflow.txt requirements/airflow-constraints.txt
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --upgrade "pip>=24" setuptools wheel
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c requirements/airflow-constraints.txt -r requirements/airflow.txt -e .
+	@touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
 
 bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench --workdir .bench
@@ -46,4 +57,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .demo .bench *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) .demo .bench *.egg-info .pytest_cache .ruff_cache

@@ -12,6 +12,12 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "score": ("pipelines.score", "Score Parquet data with a Keras model."),
+    "profile": ("pipelines.profile", "Profile reference data (and predictions) for drift checks."),
+    "calibrate": ("pipelines.calibrate", "Fit probability calibration on labelled data."),
+    "fit-preprocess": (
+        "pipelines.fit_preprocess",
+        "Fit a preprocessing spec (means, stds, vocabularies) on training data.",
+    ),
 }
 
 
@@ -36,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Quiet TensorFlow before anything imports it; see pipelines.console.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
 
+    from transforms.drift import DriftDetectedError
     from transforms.errors import ConfigError
 
     module = __import__(COMMANDS[command][0], fromlist=["run"])
@@ -46,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DriftDetectedError as e:  # --fail-on-drift: every output is already written
+        print(f"drift: {e}", file=sys.stderr)
+        return 3
     except Exception as e:
         if verbose:
             raise

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from pipelines import drift_options, postprocess_options
 from transforms.errors import ConfigError
 
 DEFAULT_BATCH_SIZE = 16384
@@ -26,10 +27,12 @@ DEFAULT_BATCH_SIZE = 16384
 class ScoreConfig:
     """Resolved settings of one scoring job (see README, "Configuration reference")."""
 
-    model: list[str]
+    model: list[Any]  # paths, name=path strings or {name, path, weight} (postprocess_options)
     input: str
     output: str
     input_format: str = "auto"
+    preprocess: Any = None  # spec file path or mapping (transforms.preprocess)
+    tfrecord_features: Any = None  # TFRecord feature spec (transforms.tfrecord); inferred if unset
     id_columns: list[str] = dataclasses.field(default_factory=list)
     feature_columns: list[str] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -40,6 +43,26 @@ class ScoreConfig:
     signature: str | None = None
     reshuffle: bool = False
     progress_seconds: float = 5.0
+    # Drift against a reference profile: see pipelines/drift_options.py and README, Drift.
+    reference_profile: str | None = None
+    fail_on_drift: bool = False
+    drift_thresholds: list[str] = dataclasses.field(default_factory=list)
+    drift_share: float = 0.5
+    # Ensembles, calibration, post-transforms, uncertainty, A/B: see pipelines/postprocess_options.
+    ensemble: str = "mean"
+    ensemble_weights: dict[str, float] | None = None
+    keep_member_predictions: bool = False
+    calibration: str | None = None
+    clip_min: float | None = None
+    clip_max: float | None = None
+    target_mean: float | None = None
+    target_std: float | None = None
+    class_names: str | None = None
+    top_k: int | None = None
+    mc_dropout_samples: int = 0
+    seed: int | None = None
+    ab_split: dict[str, float] | None = None
+    fallback_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,9 +95,14 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-format",
         dest="input_format",
-        choices=("auto", "parquet"),
+        choices=("auto", "parquet", "tfrecord"),
         default=s,
-        help="Input format.",
+        help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
+    )
+    parser.add_argument(
+        "--preprocess",
+        default=s,
+        help="Preprocessing spec YAML (see README, Preprocessing); replaces feature validation.",
     )
     parser.add_argument(
         "--id-column",
@@ -138,6 +166,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="Seconds between progress lines.",
     )
+    postprocess_options.add_postprocess_arguments(parser)
+    drift_options.add_drift_arguments(parser)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -168,6 +198,14 @@ def _suggest(name: str, choices: Sequence[str]) -> str:
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Checks a YAML value against the field type; lists may be given as a scalar or CSV."""
     where = f"{key!r} in {source}"
+    if key in ("preprocess", "tfrecord_features"):
+        return value  # validated by transforms.preprocess / transforms.tfrecord at plan time
+    if key in postprocess_options.FIELDS:
+        return postprocess_options.coerce(key, value, where)
+    if key in drift_options.FIELDS:
+        return drift_options.coerce(key, value, where)
+    if key == "model" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return postprocess_options.coerce_models(value, where)
     list_fields = {"model", "id_columns", "feature_columns", "custom_objects"}
     if key in list_fields:
         if isinstance(value, str):
@@ -198,6 +236,7 @@ def resolve_config(namespace: argparse.Namespace) -> ScoreConfig:
     config_path = getattr(namespace, "config", None)
     if config_path:
         for key, value in load_yaml(config_path).items():
+            key = "model" if key == "models" else key  # `models: [{name, path, weight}]`
             if key not in _FIELDS:
                 raise ConfigError(
                     f"unknown key {key!r} in {config_path}{_suggest(key, list(_FIELDS))}; "
@@ -227,10 +266,8 @@ def _validate(config: ScoreConfig) -> None:
         )
     if config.num_shards < 0:
         raise ConfigError(f"'num_shards' must be >= 0, got {config.num_shards}")
-    if len(config.model) != 1:
-        raise ConfigError(
-            f"exactly one 'model' is supported, got {len(config.model)}: {config.model}"
-        )
+    postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options
+    drift_options.validate(config)  # drift thresholds, --fail-on-drift needs a profile
     if config.progress_seconds <= 0:
         raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
     dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})
@@ -258,12 +295,16 @@ def split_beam_args(beam_args: Sequence[str]) -> list[str]:
     options = PipelineOptions(list(beam_args))
     known = set(options.get_all_options(retain_unknown_options=False))
     every = set(options.get_all_options(retain_unknown_options=True))
-    unknown = sorted(every - known)
+    unknown = every - known
     if unknown:
-        ours = [a.lstrip("-").replace("-", "_") for a in _our_flags()]
-        hints = "".join(_suggest(u, ours) for u in unknown[:1])
+        typed = [
+            a.split("=", 1)[0]
+            for a in beam_args
+            if a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in unknown
+        ]
+        hint = _suggest(typed[0], _our_flags()) if typed else ""
         raise ConfigError(
-            f"unknown flag(s) {', '.join('--' + u for u in unknown)}{hints}; "
+            f"unknown flag(s) {', '.join(typed or sorted(unknown))}{hint}; "
             "run `batch-score score --help` for this tool's flags"
         )
     stray = [a for a in beam_args if not a.startswith("-")]

@@ -38,7 +38,7 @@ def configure(verbosity: str = "normal") -> None:
     verbose = verbosity == "verbose"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
     os.environ.setdefault("GRPC_VERBOSITY", "INFO" if verbose else "ERROR")
-    os.environ.setdefault("KERAS_BATCH_SCORE_VERBOSITY", verbosity)
+    os.environ["KERAS_BATCH_SCORE_VERBOSITY"] = verbosity
     if not verbose:
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
         warnings.filterwarnings("ignore")

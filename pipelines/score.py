@@ -24,9 +24,23 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    SetupOptions,
+    StandardOptions,
+)
 
+from pipelines import postprocess_options
 from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
+from transforms.drift import (
+    ComputeDrift,
+    DriftPlan,
+    drift_outcome,
+    kept_columns,
+    plan_drift_from_config,
+)
 from transforms.errors import ConfigError
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.io import (
@@ -41,7 +55,17 @@ from transforms.io import (
     read_parquet_schema,
 )
 from transforms.keras_model import ModelSpec, health_check, load
+from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
+from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
 from transforms.summary import CountRows, FinalizeRun
+from transforms.tfrecord import (
+    DEFAULT_PARSE_ROWS,
+    FeatureSpec,
+    ReadTFRecordBatches,
+    arrow_schema,
+    plan_features,
+    resolve_input_format,
+)
 from transforms.validate import FeatureLayout, ValidateFeatures, plan_layout
 
 _LOG = logging.getLogger("keras_batch_score")
@@ -65,6 +89,14 @@ class ScoringPlan:
     output_schema: pa.Schema
     output_names: tuple[str, ...]
     run_id: str
+    input_format: str = "parquet"
+    tfrecord_features: tuple[FeatureSpec, ...] = ()
+    preprocess: PreprocessPlan | None = None
+    postprocess: PostprocessPlan | None = None  # ensembles, calibration, A/B, ...
+    drift: DriftPlan | None = None  # --reference-profile (transforms.drift)
+    # The launcher's loaded model, kept alive so that an in-process worker reuses it
+    # (see transforms.keras_model.load); never pickled into the pipeline.
+    loaded_model: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def staging_dir(self) -> str:
@@ -77,26 +109,44 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     Reads only Parquet footers and the model file, never data pages.
     """
     files = match_files(config.input)
-    schema = read_parquet_schema(files[0])
-    for other in files[1:]:
+    input_format = resolve_input_format(config.input_format, files)
+    tf_features = (
+        plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
+    )
+    schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
+    for other in [] if tf_features else files[1:]:
         other_schema = read_parquet_schema(other)
         if not other_schema.equals(schema):
             raise ConfigError(
                 f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
             )
     spec = ModelSpec(
-        path=config.model[0],
+        path=postprocess_options.primary_path(config),
         custom_objects=tuple(config.custom_objects),
         safe_mode=not config.unsafe_deserialization,
         signature=config.signature,
     )
     model = load(spec)
-    layout = plan_layout(
-        schema, model.inputs, id_columns=config.id_columns, feature_columns=config.feature_columns
-    )
+    preprocess_plan = plan_from_config(config.preprocess, schema, model.inputs)
+    if preprocess_plan is None:
+        layout = plan_layout(
+            schema,
+            model.inputs,
+            id_columns=config.id_columns,
+            feature_columns=config.feature_columns,
+        )
+    else:
+        layout = preprocess_plan.layout()
     health_check(model, layout.widths())
     read_columns = tuple(dict.fromkeys([*config.id_columns, *layout.columns]))
     out_schema = predictions_schema(schema, config.id_columns, model.outputs)
+    output_names = tuple(info.name for info in model.outputs)
+    post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
+    if post is not None:
+        out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
+    drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
+    if drift_plan is not None:
+        read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     return ScoringPlan(
         config=config,
@@ -109,8 +159,14 @@ def plan(config: ScoreConfig) -> ScoringPlan:
         model_id=model.model_id,
         model_format=model.format,
         output_schema=out_schema,
-        output_names=tuple(info.name for info in model.outputs),
+        output_names=output_names,
         run_id=run_id,
+        input_format=input_format,
+        tfrecord_features=tf_features,
+        preprocess=preprocess_plan,
+        postprocess=post,
+        drift=drift_plan,
+        loaded_model=model,
     )
 
 
@@ -131,16 +187,39 @@ def build_pipeline(
         min_batch_rows=config.min_batch_size,
     )
 
-    tables = pipeline | "Read" >> ReadParquetBatches(plan.input_pattern, plan.read_columns)
+    if plan.input_format == "tfrecord":
+        parse_rows = min(config.batch_size, DEFAULT_PARSE_ROWS)
+        tables = pipeline | "Read" >> ReadTFRecordBatches(
+            plan.input_pattern, plan.tfrecord_features, parse_rows, plan.read_columns
+        )
+    else:
+        tables = pipeline | "Read" >> ReadParquetBatches(plan.input_files, plan.read_columns)
     sliced = tables | "Shard" >> Rebatch(config.batch_size)
     if config.reshuffle:
         sliced = sliced | "Reshuffle" >> beam.Reshuffle()
-    validated = sliced | "Validate" >> ValidateFeatures(plan.layout, config.id_columns)
-    scored, inference_errors = validated.batches | f"Model[{plan.model_id}]" >> RunKerasInference(
-        handler
+    validated = sliced | "Validate" >> (
+        PreprocessFeatures(plan.preprocess, kept_columns(config.id_columns, plan.drift))
+        if plan.preprocess
+        else ValidateFeatures(plan.layout, kept_columns(config.id_columns, plan.drift))
     )
+    if plan.postprocess is None:
+        scored, inference_errors = validated.batches | f"Model[{plan.model_id}]" >> (
+            RunKerasInference(handler)
+        )
+    else:
+        scored, inference_errors = score_and_postprocess(
+            validated.batches,
+            plan.postprocess,
+            plan.layout.widths(),
+            max_batch_rows=config.batch_size,
+            min_batch_rows=config.min_batch_size,
+        )
     errors = (validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
+    if plan.drift is not None:
+        _ = scored | "Drift" >> ComputeDrift(
+            plan.drift, config.output, {"run_id": plan.run_id, "model": plan.model_id}
+        )
     staging = plan.staging_dir
     prediction_files = scored | "WritePredictions" >> WritePredictions(
         FileSystems.join(staging, PREDICTIONS_PREFIX),
@@ -155,6 +234,9 @@ def build_pipeline(
         "rows_scored": scored,
         "rows_failed": errors,
     } | "CountRows" >> CountRows()
+    if plan.postprocess is not None:
+        fallback = plan.postprocess.fallback
+        counts = add_model_counts(counts, scored, fallback.model_id if fallback else None)
     summary = {
         "run_id": plan.run_id,
         "model": plan.model_id,
@@ -201,18 +283,25 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, list[str], str]
         "--verbose", action="store_true", help="Show every log line (Beam, TensorFlow)."
     )
     group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="Block until the job ends and print its summary (default: only on local runners).",
+    )
     known, rest = parser.parse_known_args(argv)
     verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
-    del known.verbose, known.quiet
+    del known.verbose, known.quiet, known.wait  # run() reads --wait itself
     config = resolve_config(known)
     return config, split_beam_args(rest), verbosity
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parses flags, validates everything, runs the pipeline and waits for it.
+    """Parses flags, validates everything, runs the pipeline and waits for it on local runners.
 
     Returns:
-        The run summary (also written to ``<output>/run_summary.json``).
+        The run summary (also written to ``<output>/run_summary.json``); on
+        Dataflow, Flink or a remote job server without ``--wait``, the submission
+        info instead (see :func:`waits_for_job`).
 
     Raises:
         ConfigError: for any configuration problem, before data is read.
@@ -220,6 +309,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from pipelines import console
 
     started_at = time.time()
+    argv = list(os.sys.argv[1:] if argv is None else argv)
+    wait = "--wait" in argv
     config, beam_args, verbosity = parse_args(argv)
     console.configure(verbosity)
     options = pipeline_options(beam_args)
@@ -231,15 +322,59 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, scoring_plan, started_at=started_at)
     result = pipeline.run()
-    result.wait_until_finish()
     summary_path = FileSystems.join(config.output, "run_summary.json")
+    if not (wait or waits_for_job(options)):
+        return _submitted(result, options, scoring_plan, summary_path)
+    result.wait_until_finish()
     summary = _read_summary(summary_path)
     console.echo(
         f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "
         f"{summary['rows_failed']:,} failed in {summary['elapsed_seconds']:.1f}s "
         f"({summary['rows_per_second'] or 0:,.0f} rows/s); summary: {summary_path}"
     )
+    if config.reference_profile:  # raises DriftDetectedError with --fail-on-drift
+        summary["drift"] = drift_outcome(config.output, fail_on_drift=config.fail_on_drift)
+        console.echo(f"drift: {summary['drift']['message']}; report: {summary['drift']['report']}")
     return summary
+
+
+def waits_for_job(options: PipelineOptions) -> bool:
+    """Whether the launcher should block on the job: yes when the job lives in this process.
+
+    Dataflow (a Flex Template launcher must not block), Flink with
+    ``--flink_submit_uber_jar`` and remote portable job servers only submit; the
+    job writes ``run_summary.json`` itself. Local runners, an embedded job server
+    and Flink through a job server this process starts must be waited for.
+    """
+    runner = (options.view_as(StandardOptions).runner or LOCAL_RUNNER).split(".")[-1]
+    if runner in (LOCAL_RUNNER, "DirectRunner", "BundleBasedDirectRunner"):
+        return True
+    if runner == "FlinkRunner":
+        flink = options.view_as(FlinkRunnerOptions)
+        return not flink.flink_submit_uber_jar or flink.flink_master in ("[local]", "[auto]")
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    return runner == "PortableRunner" and endpoint in (None, "embed")
+
+
+def _submitted(
+    result: Any, options: PipelineOptions, scoring_plan: ScoringPlan, summary_path: str
+) -> dict[str, Any]:
+    from pipelines import console
+
+    job_id = result.job_id() if hasattr(result, "job_id") else None
+    info = {
+        "submitted": True,
+        "runner": options.view_as(StandardOptions).runner,
+        "state": str(result.state),
+        "job_id": job_id,
+        "run_id": scoring_plan.run_id,
+        "summary": summary_path,
+    }
+    console.echo(
+        f"submitted to {info['runner']} (job {job_id or 'n/a'}, state {info['state']}); "
+        f"the job writes {summary_path} when it finishes (pass --wait to block)"
+    )
+    return info
 
 
 def _read_summary(path: str) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(ModelError, match="unknown format"):
         load(ModelSpec(str(tmp_path / "m.onnx")))
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(ModelError, match="no saved_model.pb"):
+    with pytest.raises(ModelError, match=r"no saved_model\.pb"):
         load(ModelSpec(str(tmp_path / "empty_dir")))
 
 

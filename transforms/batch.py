@@ -10,6 +10,7 @@ in Python; all per-row work is a vectorized numpy / pyarrow call.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -99,4 +100,4 @@ def slice_table(table: pa.Table, max_rows: int) -> list[pa.Table]:
         return [table]
     pieces = -(-n // max_rows)
     bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
-    return [table.slice(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [table.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]

@@ -17,8 +17,10 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
+from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from transforms.batch import ScoringBatch, concat_features, slice_table, split_rows
 from transforms.keras_model import LoadedModel, ModelSpec, health_check, load
 from transforms.validate import error_table
@@ -113,7 +115,13 @@ class Rebatch(beam.PTransform):
         self._max_rows = max_rows
 
     def expand(self, tables: beam.PCollection) -> beam.PCollection:
-        return tables | "Slice" >> beam.ParDo(_SliceDoFn(self._max_rows))
+        return tables | "Slice" >> beam.ParDo(_SliceDoFn(self._max_rows)).with_output_types(
+            pa.Table
+        )
+
+
+def _inference_of(result: PredictionResult) -> ScoringBatch:
+    return result.inference
 
 
 def _failed_batches_to_errors(failed: tuple[Sequence[ScoringBatch], BaseException]):
@@ -146,8 +154,8 @@ class RunKerasInference(beam.PTransform):
         main, dlq = (
             batches | "RunInference" >> RunInference(self._handler).with_exception_handling()
         )
-        scored = main | "Unwrap" >> beam.Map(lambda result: result.inference)
+        scored = main | "Unwrap" >> beam.Map(_inference_of).with_output_types(ScoringBatch)
         errors = dlq.failed_inferences | "FailedBatchesToErrors" >> beam.FlatMap(
             _failed_batches_to_errors
-        )
+        ).with_output_types(pa.Table)
         return scored, errors

@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatched
+from apache_beam.io.parquetio import WriteToParquetBatched
 
+from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
 from transforms.keras_model import TensorInfo
@@ -55,7 +56,14 @@ def _is_dir(path: str) -> bool:
     scheme = FileSystems.get_scheme(path)
     if scheme in (None, "file"):
         return os.path.isdir(path)
-    return path.endswith("/")
+    if path.endswith("/"):
+        return True
+    # Object stores have no directories: a path that is no object but prefixes objects is one.
+    try:
+        inside = FileSystems.match([path + "/*"], limits=[1])[0].metadata_list
+        return bool(inside) and not FileSystems.exists(path)
+    except Exception:
+        return False
 
 
 def read_parquet_schema(path: str) -> pa.Schema:
@@ -76,19 +84,76 @@ def input_pattern(files: Sequence[str], pattern: str) -> str:
     return pattern
 
 
-class ReadParquetBatches(beam.PTransform):
-    """Reads Parquet files as Arrow tables, one per row group, only ``columns``."""
+def open_parquet(path: str) -> pq.ParquetFile:
+    """Opens a Parquet file: memory-mapped when local, through Beam FileSystems otherwise."""
+    if FileSystems.get_scheme(path) in (None, "file"):
+        return pq.ParquetFile(path, memory_map=True)
+    return pq.ParquetFile(FileSystems.open(path))
 
-    def __init__(self, pattern: str, columns: Sequence[str]) -> None:
+
+class _ListRowGroups(beam.DoFn):
+    """A file path -> ``(path, row group index)`` for each of its row groups (footer only)."""
+
+    def process(self, path: str):
+        source = open_parquet(path)
+        try:
+            for index in range(source.num_row_groups):
+                yield path, index
+        finally:
+            source.close()
+
+
+class _ReadRowGroup(beam.DoFn):
+    """``(path, row group index)`` -> that row group's ``columns`` as one Arrow table.
+
+    Keeps the last file open, since consecutive row groups usually share a file.
+    """
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self._columns = list(columns)
+
+    def setup(self) -> None:
+        self._path: str | None = None
+        self._file: pq.ParquetFile | None = None
+
+    def process(self, element: tuple[str, int]):
+        path, index = element
+        if path != self._path:
+            self.teardown()
+            self._file, self._path = open_parquet(path), path
+        yield self._file.read_row_group(index, columns=self._columns)
+
+    def teardown(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+        self._file = self._path = None
+
+
+class ReadParquetBatches(beam.PTransform):
+    """Reads Parquet files as Arrow tables, one per row group, only ``columns``.
+
+    The row groups are spread over workers by a reshuffle of ``(file, row
+    group)`` pairs, so a single large file is read in parallel too. Output
+    elements are typed ``pyarrow.Table`` (see :mod:`transforms.coders`).
+    """
+
+    def __init__(self, files: Sequence[str], columns: Sequence[str]) -> None:
         super().__init__()
+        if not files:
+            raise ValueError("files must not be empty")
         if not columns:
             raise ValueError("columns must not be empty")
-        self._pattern = pattern
+        self._files = list(files)
         self._columns = list(columns)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "ReadRowGroups" >> ReadFromParquetBatched(
-            self._pattern, columns=self._columns
+        return (
+            pbegin
+            | "Files" >> beam.Create(self._files)
+            | "ListRowGroups" >> beam.ParDo(_ListRowGroups())
+            | "Distribute" >> beam.Reshuffle()
+            | "ReadRowGroups"
+            >> beam.ParDo(_ReadRowGroup(self._columns)).with_output_types(pa.Table)
         )
 
 
@@ -222,7 +287,7 @@ class WritePredictions(beam.PTransform):
             | "ToArrow"
             >> beam.ParDo(
                 _ToPredictionsTable(self._schema, self._output_names, self._progress_seconds)
-            )
+            ).with_output_types(pa.Table)
             | "WriteParquet"
             >> WriteToParquetBatched(
                 self._prefix,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from apache_beam.utils import shared
 
 from transforms.errors import ModelError
 from transforms.tf_quiet import import_tensorflow
@@ -269,10 +270,25 @@ def load(spec: ModelSpec) -> LoadedModel:
     import_tensorflow()
     local = localize(spec.path)
     fmt = detect_format(local)
-    model_id = model_id_for(spec.path, local)
-    if fmt == "saved_model":
-        return _load_saved_model(local, spec, model_id)
-    return _load_keras(local, fmt, spec, model_id)
+    stat = (
+        os.stat(local) if fmt != "saved_model" else os.stat(os.path.join(local, "saved_model.pb"))
+    )
+    tag = repr((spec, os.path.abspath(local), stat.st_size, stat.st_mtime_ns))
+
+    def construct() -> LoadedModel:
+        model_id = model_id_for(spec.path, local)
+        if fmt == "saved_model":
+            return _load_saved_model(local, spec, model_id)
+        return _load_keras(local, fmt, spec, model_id)
+
+    return _MODELS.acquire(construct, tag=tag)
+
+
+# Loaded models are shared within a process, as Beam's RunInference shares them
+# between DoFn instances: the launcher's health-checked model is reused by an
+# in-process worker instead of being loaded and traced a second time. Beam's
+# Shared holds weak references, so nothing outlives its last user.
+_MODELS = shared.Shared()
 
 
 def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedModel:
@@ -308,7 +324,9 @@ def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedM
     single = len(inputs) == 1 and not structure_is_dict
     if single:
         sig = [tf.TensorSpec((None, *inputs[0].shape), inputs[0].dtype)]
-        graph = tf.function(lambda x: model(x, training=False), input_signature=sig)
+        graph = tf.function(
+            lambda x: model(x, training=False), input_signature=sig, autograph=False
+        )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
             return _name_outputs(graph(tensors[inputs[0].name]), output_names)
@@ -317,7 +335,9 @@ def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedM
         order = [info.name for info in inputs]
         sig_dict = {info.name: tf.TensorSpec((None, *info.shape), info.dtype) for info in inputs}
         if structure_is_dict:
-            graph = tf.function(lambda d: model(d, training=False), input_signature=[sig_dict])
+            graph = tf.function(
+                lambda d: model(d, training=False), input_signature=[sig_dict], autograph=False
+            )
 
             def call(tensors: dict[str, Any]) -> dict[str, Any]:
                 return _name_outputs(graph(tensors), output_names)
@@ -325,7 +345,9 @@ def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedM
         else:
             sig_list = [sig_dict[n] for n in order]
             graph = tf.function(
-                lambda *xs: model(list(xs), training=False), input_signature=sig_list
+                lambda *xs: model(list(xs), training=False),
+                input_signature=sig_list,
+                autograph=False,
             )
 
             def call(tensors: dict[str, Any]) -> dict[str, Any]:

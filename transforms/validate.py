@@ -381,4 +381,6 @@ class ValidateFeatures(beam.PTransform):
     def expand(self, tables: beam.PCollection) -> pvalue.DoOutputsTuple:
         return tables | "AssembleAndCheck" >> beam.ParDo(
             ValidateDoFn(self._layout, self._keep)
-        ).with_outputs(ValidateDoFn.ERRORS, main="batches")
+        ).with_output_types(ScoringBatch, errors=pa.Table).with_outputs(
+            ValidateDoFn.ERRORS, main="batches"
+        )

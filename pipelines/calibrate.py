@@ -1,0 +1,335 @@
+"""The calibration pipeline: labelled Parquet -> model scores -> fitted calibration + report.
+
+Usage::
+
+    batch-score calibrate --model model.keras --input labelled.parquet --label-column y \\
+        --method temperature --output calib.json
+
+It takes the same input, column and model flags as ``score`` (an ensemble is
+calibrated on its combined output) and reuses its steps: :func:`score.plan`,
+validation and ``RunInference``. Predictions and labels are collected with a
+``CombineFn`` (fine at validation-set sizes), the parameters are fitted and
+written as JSON together with a report (ECE, MCE, Brier, NLL before and
+after) and a reliability diagram (``<output stem>.reliability.png`` and a
+self-contained ``.html``), all from inside the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import score
+from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
+from transforms import calibration as cal
+from transforms.batch import ScoringBatch
+from transforms.errors import ConfigError
+from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
+from transforms.io import ReadParquetBatches
+from transforms.postprocess import score_and_postprocess
+from transforms.validate import ValidateFeatures
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrateOptions:
+    """The calibrate-only settings."""
+
+    label_column: str
+    method: str
+    output: str
+    bins: int = cal.DEFAULT_BINS
+    input_kind: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return self.output[: -len(".json")] if self.output.endswith(".json") else self.output
+
+    @property
+    def png(self) -> str:
+        return f"{self.stem}.reliability.png"
+
+    @property
+    def html(self) -> str:
+        return f"{self.stem}.reliability.html"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOptions, list[str], str]:
+    """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
+    parser = argparse.ArgumentParser(
+        prog="batch-score calibrate",
+        description="Fit probability calibration for a Keras classifier on labelled Parquet data.",
+    )
+    add_score_arguments(parser)
+    parser.add_argument(
+        "--label-column",
+        dest="label_column",
+        required=True,
+        help="Column with the true class index (0/1 for binary models).",
+    )
+    parser.add_argument(
+        "--method",
+        choices=cal.METHODS,
+        default="temperature",
+        help="temperature (multiclass or binary), platt (binary), isotonic.",
+    )
+    parser.add_argument(
+        "--bins",
+        type=int,
+        default=cal.DEFAULT_BINS,
+        help="Equal-width bins for ECE/MCE and the diagram.",
+    )
+    parser.add_argument(
+        "--model-outputs",
+        dest="input_kind",
+        choices=cal.INPUT_KINDS,
+        default=None,
+        help="Whether the model outputs probabilities or logits (default: detected).",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_true", help="Show every log line.")
+    group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    known, rest = parser.parse_known_args(argv)
+    verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
+    options = CalibrateOptions(
+        known.label_column, known.method, getattr(known, "output", ""), known.bins, known.input_kind
+    )
+    for name in ("verbose", "quiet", "label_column", "method", "bins", "input_kind"):
+        delattr(known, name)
+    config = resolve_config(known)
+    if options.bins < 1:
+        raise ConfigError(f"--bins must be >= 1, got {options.bins}")
+    if config.calibration or config.top_k or config.ab_split or config.fallback_model:
+        raise ConfigError(
+            "calibrate fits on raw model scores: drop --calibration, --top-k, --ab-split and --fallback-model"
+        )
+    if options.label_column in config.id_columns:
+        raise ConfigError(f"--label-column {options.label_column!r} is also an --id-column")
+    if config.feature_columns and options.label_column in config.feature_columns:
+        raise ConfigError(f"--label-column {options.label_column!r} is also a feature column")
+    # The label rides along as a passthrough column, which also keeps it out of the default features.
+    config = dataclasses.replace(config, id_columns=[*config.id_columns, options.label_column])
+    return config, options, split_beam_args(rest), verbosity
+
+
+class ConcatScoresFn(beam.CombineFn):
+    """Collects (scores, labels) array pairs into two concatenated arrays."""
+
+    def create_accumulator(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return []
+
+    def add_input(self, acc: list, element: tuple[np.ndarray, np.ndarray]) -> list:
+        acc.append(element)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        return [pair for acc in accumulators for pair in acc]
+
+    def extract_output(self, acc: list) -> tuple[np.ndarray, np.ndarray]:
+        if not acc:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return np.concatenate([a for a, _ in acc]), np.concatenate([b for _, b in acc])
+
+
+def scores_and_labels(
+    batch: ScoringBatch, key: str, label_column: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's model scores and labels, rows with a null label dropped (vectorized)."""
+    labels = batch.table.column(label_column)
+    valid = np.asarray(labels.is_valid()) if labels.null_count else None
+    values = (
+        labels.to_numpy(zero_copy_only=False)
+        if valid is None
+        else labels.drop_null().to_numpy(zero_copy_only=False)
+    )
+    scores = np.asarray(batch.predictions[key])
+    return (scores if valid is None else scores[valid]), values
+
+
+class FitAndWriteDoFn(beam.DoFn):
+    """Fits the calibration and writes the JSON, PNG and HTML (runs once)."""
+
+    def __init__(self, options: CalibrateOptions, info: dict[str, Any]) -> None:
+        self._options = options
+        self._info = info
+
+    def process(self, collected: tuple[np.ndarray, np.ndarray], rows_failed: int):
+        from transforms.reliability import reliability_html, reliability_png
+
+        scores, labels = collected
+        o = self._options
+        try:
+            fitted = cal.fit(scores, labels, o.method, input_kind=o.input_kind, n_bins=o.bins)
+        except ValueError as e:
+            raise ConfigError(
+                f"cannot fit {o.method} calibration on column {o.label_column!r}: {e}"
+            ) from None
+        report = {
+            **fitted.report,
+            "rows_failed": int(rows_failed),
+            **self._info,
+            "reliability_png": o.png,
+            "reliability_html": o.html,
+        }
+        fitted = dataclasses.replace(fitted, report=report)
+        s = cal.as_scores(scores)
+        y = cal.check_labels(labels, s)
+        png = reliability_png(
+            cal.to_probabilities(s, fitted.input_kind), fitted.apply(s), y, report, o.bins
+        )
+        _write(o.png, png)
+        _write(o.html, reliability_html(png, report, f"Calibration ({o.method})").encode("utf-8"))
+        _write(o.output, fitted.to_json().encode("utf-8"))
+        yield fitted.to_dict()
+
+
+def _write(path: str, payload: bytes) -> None:
+    parent = os.path.dirname(path)
+    if parent and FileSystems.get_scheme(path) in (None, "file"):
+        os.makedirs(parent, exist_ok=True)
+    with FileSystems.create(path) as f:
+        f.write(payload)
+
+
+def _count(element: Any) -> int:
+    return int(element.num_rows)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, plan: score.ScoringPlan, options: CalibrateOptions
+) -> beam.PCollection:
+    """Adds read -> validate -> score -> collect -> fit/write steps; returns the fitted dict."""
+    config = plan.config
+    if (
+        len(plan.output_names) < 1
+        or len([f for f in plan.output_schema if f.name.startswith("prediction")]) < 1
+    ):
+        raise ConfigError("the model has no outputs to calibrate")
+    key = plan.postprocess.outputs[0].key if plan.postprocess else plan.output_names[0]
+    if (plan.postprocess and len(plan.postprocess.outputs) != 1) or (
+        not plan.postprocess and len(plan.output_names) != 1
+    ):
+        raise ConfigError("calibrate needs a model with one output (class probabilities or logits)")
+    tables = pipeline | "Read" >> ReadParquetBatches(plan.input_files, plan.read_columns)
+    validated = (
+        tables
+        | "Shard" >> Rebatch(config.batch_size)
+        | "Validate" >> ValidateFeatures(plan.layout, config.id_columns)
+    )
+    if plan.postprocess is None:
+        handler = KerasModelHandler(
+            plan.model_spec,
+            plan.layout.widths(),
+            max_batch_rows=config.batch_size,
+            min_batch_rows=config.min_batch_size,
+        )
+        scored, errors = validated.batches | f"Model[{plan.model_id}]" >> RunKerasInference(handler)
+    else:
+        scored, errors = score_and_postprocess(
+            validated.batches,
+            plan.postprocess,
+            plan.layout.widths(),
+            max_batch_rows=config.batch_size,
+            min_batch_rows=config.min_batch_size,
+        )
+    failed = (
+        (validated.errors, errors)
+        | "AllErrors" >> beam.Flatten()
+        | "CountFailed" >> beam.Map(_count)
+        | "SumFailed" >> beam.CombineGlobally(sum)
+    )
+    collected = (
+        scored
+        | "ScoresAndLabels" >> beam.Map(scores_and_labels, key, options.label_column)
+        | "Collect" >> beam.CombineGlobally(ConcatScoresFn())
+    )
+    info = {
+        "model": plan.postprocess.ensemble_label if plan.postprocess else plan.model_id,
+        "input": config.input,
+        "label_column": options.label_column,
+    }
+    return collected | "FitAndWrite" >> beam.ParDo(
+        FitAndWriteDoFn(options, info), beam.pvalue.AsSingleton(failed)
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parses flags, checks everything, runs the calibration pipeline and returns the fitted dict."""
+    from pipelines import console
+
+    config, options, beam_args, verbosity = parse_args(argv)
+    console.configure(verbosity)
+    if config.input_format not in ("auto", "parquet"):
+        raise ConfigError("calibrate reads Parquet input")
+    plan = score.plan(config)
+    if plan.preprocess is not None:
+        raise ConfigError(
+            "calibrate does not support a preprocessing spec yet; score the features directly"
+        )
+    label_type = (
+        plan.input_schema.field(options.label_column).type
+        if options.label_column in plan.input_schema.names
+        else None
+    )
+    if label_type is None:
+        raise ConfigError(
+            f"--label-column {options.label_column!r} is not in the input; columns are {plan.input_schema.names}"
+        )
+    if not (
+        pa.types.is_integer(label_type)
+        or pa.types.is_boolean(label_type)
+        or pa.types.is_floating(label_type)
+    ):
+        raise ConfigError(
+            f"--label-column {options.label_column!r} has type {label_type}; expected integer class indices"
+        )
+    if plan.postprocess is not None:
+        plan = dataclasses.replace(
+            plan,
+            postprocess=dataclasses.replace(
+                plan.postprocess,
+                calibration=None,
+                clip_min=None,
+                clip_max=None,
+                target_mean=None,
+                target_std=None,
+                class_names=None,
+                top_k=None,
+            ),
+        )
+    console.echo(
+        f"calibrating ({options.method}) {plan.model_id} on {len(plan.input_files)} file(s) -> {options.output}"
+    )
+    pipeline = beam.Pipeline(options=score.pipeline_options(beam_args))
+    build_pipeline(pipeline, plan, options)
+    started = time.time()
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(options.output) as f:
+        result = json.loads(f.read().decode("utf-8"))
+    before, after = result["report"]["before"], result["report"]["after"]
+    console.echo(
+        f"done in {time.time() - started:.1f}s on {result['report']['rows']:,} rows: "
+        f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
+        f"Brier {before['brier']:.4f} -> {after['brier']:.4f}; diagram: {options.html}"
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pipelines.calibrate``."""
+    from pipelines.cli import main as cli_main
+
+    return cli_main(["calibrate", *(argv if argv is not None else os.sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

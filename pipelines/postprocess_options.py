@@ -1,0 +1,485 @@
+"""Flags, YAML keys and checks for ensembles, calibration, post-transforms, uncertainty and A/B.
+
+:mod:`pipelines.config` calls into this module (a few hook lines) so the
+scoring configuration stays one flat :class:`~pipelines.config.ScoreConfig`:
+every option here is both a ``--flag`` and a YAML key of the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from transforms.errors import ConfigError
+
+ENSEMBLE_METHODS = ("mean", "geometric", "median", "vote")
+
+# ScoreConfig field name -> default. Keep in sync with ScoreConfig.
+FIELDS: dict[str, Any] = {
+    "ensemble": "mean",
+    "ensemble_weights": None,
+    "keep_member_predictions": False,
+    "calibration": None,
+    "clip_min": None,
+    "clip_max": None,
+    "target_mean": None,
+    "target_std": None,
+    "class_names": None,
+    "top_k": None,
+    "mc_dropout_samples": 0,
+    "seed": None,
+    "ab_split": None,
+    "fallback_model": None,
+}
+
+_NAME = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+_VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of an ensemble or A/B split.
+
+    Attributes:
+        name: Short name (used in ``Model[name]`` step labels and ``prediction__<name>`` columns).
+        path: Model path.
+        weight: Ensemble weight (normalized later).
+    """
+
+    name: str
+    path: str
+    weight: float = 1.0
+
+
+def _name_value_pairs(text: str, flag: str) -> dict[str, float]:
+    """``a=0.9,b=0.1`` -> ``{"a": 0.9, "b": 0.1}``."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name.strip() or number != number:
+            raise ConfigError(
+                f"{flag} {text!r}: expected name=number pairs separated by commas, e.g. a=0.9,b=0.1"
+            )
+        if name.strip() in out:
+            raise ConfigError(f"{flag} {text!r}: {name.strip()!r} appears twice")
+        out[name.strip()] = number
+    return out
+
+
+def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the post-processing flags to ``parser`` (unset flags stay absent)."""
+    s = argparse.SUPPRESS
+    add = parser.add_argument
+    add(
+        "--ensemble",
+        choices=ENSEMBLE_METHODS,
+        default=s,
+        help="How to combine several --model members (default: mean).",
+    )
+    add(
+        "--ensemble-weights",
+        dest="ensemble_weights",
+        type=lambda v: _name_value_pairs(v, "--ensemble-weights"),
+        default=s,
+        help="Member weights, e.g. a=2,b=1 (default: equal).",
+    )
+    add(
+        "--keep-member-predictions",
+        dest="keep_member_predictions",
+        action="store_true",
+        default=s,
+        help="Also write each member's output as prediction__<name>.",
+    )
+    add(
+        "--calibration",
+        default=s,
+        help="Calibration JSON written by `batch-score calibrate`, applied after the ensemble.",
+    )
+    add("--clip-min", dest="clip_min", type=float, default=s, help="Clip predictions below.")
+    add("--clip-max", dest="clip_max", type=float, default=s, help="Clip predictions above.")
+    add(
+        "--target-mean",
+        dest="target_mean",
+        type=float,
+        default=s,
+        help="Undo target standardization: prediction * target_std + target_mean.",
+    )
+    add("--target-std", dest="target_std", type=float, default=s, help="See --target-mean.")
+    add(
+        "--class-names",
+        dest="class_names",
+        default=s,
+        help="Text file with one class name per line, in model output order.",
+    )
+    add(
+        "--top-k",
+        dest="top_k",
+        type=int,
+        default=s,
+        help="Write top_k_labels / top_k_scores with the K most likely classes.",
+    )
+    add(
+        "--mc-dropout-samples",
+        dest="mc_dropout_samples",
+        type=int,
+        default=s,
+        help="MC dropout: T stochastic passes per batch; prediction = mean, plus prediction_std.",
+    )
+    add("--seed", type=int, default=s, help="Seed for MC dropout (reproducible results).")
+    add(
+        "--ab-split",
+        dest="ab_split",
+        type=lambda v: _name_value_pairs(v, "--ab-split"),
+        default=s,
+        help="Route rows between named models by a hash of the id columns, e.g. a=0.9,b=0.1.",
+    )
+    add(
+        "--fallback-model",
+        dest="fallback_model",
+        default=s,
+        help="Model that scores any batch on which the primary model raises.",
+    )
+
+
+def coerce(key: str, value: Any, where: str) -> Any:
+    """Checks a YAML value for one of :data:`FIELDS`."""
+    if key in ("ensemble_weights", "ab_split"):
+        if isinstance(value, str):
+            return _name_value_pairs(value, where)
+        if isinstance(value, Mapping) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+        ):
+            return {str(k): float(v) for k, v in value.items()}
+        raise ConfigError(f"{where}: expected a mapping of name: number, got {value!r}")
+    if key == "keep_member_predictions":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if key in ("clip_min", "clip_max", "target_mean", "target_std"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if key in ("top_k", "mc_dropout_samples", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def coerce_models(value: Sequence[Any], where: str) -> list[Any]:
+    """YAML ``model:``/``models:`` entries: paths, ``name=path`` strings or ``{name, path, weight}``."""
+    out: list[Any] = []
+    for entry in value:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        if not isinstance(entry, Mapping) or "path" not in entry:
+            raise ConfigError(
+                f"{where}: each model is a path or a mapping with 'path' (and 'name', 'weight'), got {entry!r}"
+            )
+        unknown = sorted(set(entry) - {"name", "path", "weight"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown model key(s) {unknown}; use name, path, weight")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{where}: model weight must be a number, got {weight!r}")
+        out.append(
+            {
+                "name": str(entry.get("name") or ""),
+                "path": str(entry["path"]),
+                "weight": float(weight),
+            }
+        )
+    return out
+
+
+def _default_name(path: str, taken: set[str]) -> str:
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".keras", ".h5", ".hdf5"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "model"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def parse_members(
+    models: Sequence[Any], weights: Mapping[str, float] | None = None
+) -> list[Member]:
+    """Members from ``--model`` values (``path`` or ``name=path``) or YAML mappings.
+
+    Raises:
+        ConfigError: for duplicate names, weights naming no member, or bad weights.
+    """
+    members: list[Member] = []
+    taken: set[str] = set()
+    for entry in models:
+        if isinstance(entry, Mapping):
+            name, path, weight = (
+                entry.get("name") or "",
+                entry["path"],
+                float(entry.get("weight", 1.0)),
+            )
+        else:
+            match = _NAME.match(entry) if "://" not in entry.split("=", 1)[0] else None
+            name, path, weight = (
+                (match.group(1), match.group(2), 1.0) if match else ("", entry, 1.0)
+            )
+        if name and not _VALID_NAME.match(name):
+            raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-' or '.'")
+        name = name or _default_name(path, taken)
+        if name in taken:
+            raise ConfigError(
+                f"model name {name!r} is used twice; give each --model a distinct name=path"
+            )
+        taken.add(name)
+        members.append(Member(name, path, weight))
+    if weights:
+        unknown = sorted(set(weights) - taken)
+        if unknown:
+            raise ConfigError(
+                f"ensemble_weights name(s) {unknown} match no model; models are {sorted(taken)}"
+            )
+        members = [dataclasses.replace(m, weight=weights.get(m.name, m.weight)) for m in members]
+    for m in members:
+        if not m.weight >= 0:
+            raise ConfigError(f"model {m.name!r}: weight must be >= 0, got {m.weight}")
+    if members and sum(m.weight for m in members) <= 0:
+        raise ConfigError("ensemble weights are all 0")
+    return members
+
+
+def validate(config: Any) -> None:
+    """Cross-checks the post-processing settings of a ScoreConfig.
+
+    Raises:
+        ConfigError: naming the setting to fix.
+    """
+    members = parse_members(config.model, config.ensemble_weights)
+    if not members:
+        raise ConfigError("no 'model' given: pass --model PATH")
+    if config.ensemble not in ENSEMBLE_METHODS:
+        raise ConfigError(f"'ensemble' must be one of {ENSEMBLE_METHODS}, got {config.ensemble!r}")
+    if (
+        config.clip_min is not None
+        and config.clip_max is not None
+        and config.clip_min > config.clip_max
+    ):
+        raise ConfigError(
+            f"'clip_min' ({config.clip_min}) is greater than 'clip_max' ({config.clip_max})"
+        )
+    if (config.target_mean is None) != (config.target_std is None):
+        raise ConfigError("'target_mean' and 'target_std' go together: set both or neither")
+    if config.target_std is not None and not config.target_std > 0:
+        raise ConfigError(f"'target_std' must be > 0, got {config.target_std}")
+    if config.top_k is not None:
+        if config.top_k < 1:
+            raise ConfigError(f"'top_k' must be >= 1, got {config.top_k}")
+        if not config.class_names:
+            raise ConfigError("'top_k' needs 'class_names' (a file with one class name per line)")
+    if config.mc_dropout_samples < 0 or config.mc_dropout_samples == 1:
+        raise ConfigError(
+            f"'mc_dropout_samples' must be 0 (off) or >= 2, got {config.mc_dropout_samples}"
+        )
+    if config.ab_split:
+        names = {m.name for m in members}
+        if set(config.ab_split) != names:
+            raise ConfigError(
+                f"'ab_split' names {sorted(config.ab_split)} must be exactly the model names {sorted(names)}; "
+                "name the models with --model name=path"
+            )
+        shares = list(config.ab_split.values())
+        if any(not s >= 0 for s in shares) or not abs(sum(shares) - 1.0) < 1e-6:
+            raise ConfigError(f"'ab_split' shares must be >= 0 and sum to 1, got {config.ab_split}")
+        if not config.id_columns:
+            raise ConfigError(
+                "'ab_split' routes rows by a hash of the id columns: pass --id-column"
+            )
+        if config.ensemble_weights or config.keep_member_predictions:
+            raise ConfigError(
+                "'ab_split' routes each row to one model; it cannot be combined with ensemble options"
+            )
+
+
+# --------------------------------------------------------------------------- plan time
+
+
+def model_spec(config: Any, path: str) -> Any:
+    """The ModelSpec of ``path`` with the job's loading options."""
+    from transforms.keras_model import ModelSpec
+
+    return ModelSpec(
+        path=path,
+        custom_objects=tuple(config.custom_objects),
+        safe_mode=not config.unsafe_deserialization,
+        signature=config.signature,
+    )
+
+
+def primary_path(config: Any) -> str:
+    """Path of the first model (the only one of a plain run)."""
+    return parse_members(config.model, config.ensemble_weights)[0].path
+
+
+def _read_text(path: str, what: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            return f.read().decode("utf-8")
+    except Exception as e:
+        raise ConfigError(f"{what} {path} cannot be read: {e}") from None
+
+
+def _describe(outputs: Sequence[Any]) -> str:
+    return ", ".join(f"{o.name}{tuple(o.shape)}" for o in outputs)
+
+
+def plan_postprocess(
+    config: Any, primary_spec: Any, primary: Any, feature_widths: Mapping[str, int]
+) -> Any:
+    """Loads and checks every other model and post-processing input; None when nothing is configured.
+
+    Args:
+        config: The ScoreConfig.
+        primary_spec: ModelSpec of the first model (already loaded and health-checked).
+        primary: Its LoadedModel.
+        feature_widths: Values per row per model input.
+
+    Raises:
+        ConfigError: for a member whose outputs differ from the first model's, a
+            calibration or class-names file that does not fit the model, MC
+            dropout on a SavedModel, and so on.
+    """
+    from transforms import postprocess as pp
+    from transforms.calibration import Calibration
+    from transforms.keras_model import health_check, load
+
+    members = parse_members(config.model, config.ensemble_weights)
+    trivial = len(members) == 1 and not any(
+        config.__dict__.get(k) for k in FIELDS if k not in ("ensemble", "keep_member_predictions")
+    )
+    if trivial:
+        return None
+
+    def signature(model: Any) -> list[Any]:
+        # a single output may be named anything; several outputs are matched by name
+        if len(model.outputs) == 1:
+            return [tuple(model.outputs[0].shape)]
+        return sorted((o.name, tuple(o.shape)) for o in model.outputs)
+
+    shape = signature(primary)
+    runs = [pp.MemberRun(members[0].name, primary_spec, members[0].weight, primary.model_id)]
+    loaded = [primary]
+
+    def load_checked(name: str, path: str, role: str) -> Any:
+        model = load(model_spec(config, path))
+        health_check(model, feature_widths)
+        if signature(model) != shape:
+            raise ConfigError(
+                f"{role} {name!r} ({path}) has outputs {_describe(model.outputs)}, but "
+                f"{members[0].name!r} ({members[0].path}) has {_describe(primary.outputs)}: "
+                "all models of a run must have the same output names and shapes"
+            )
+        return model
+
+    for m in members[1:]:
+        model = load_checked(m.name, m.path, "model")
+        runs.append(pp.MemberRun(m.name, model_spec(config, m.path), m.weight, model.model_id))
+        loaded.append(model)
+    fallback = None
+    if config.fallback_model:
+        fb_model = load_checked("fallback", config.fallback_model, "fallback model")
+        fallback = pp.MemberRun(
+            "fallback", model_spec(config, config.fallback_model), 1.0, fb_model.model_id
+        )
+    if config.mc_dropout_samples:
+        for run, model in zip(runs, loaded, strict=True):
+            if pp.keras_model_of(model) is None:
+                raise ConfigError(
+                    f"model {run.name!r} ({run.spec.path}) is a SavedModel: --mc-dropout-samples needs "
+                    "a .keras or .h5 model (training mode)"
+                )
+    outputs = pp.output_columns(primary.outputs)
+    single = len(outputs) == 1
+    width = (
+        1
+        if single and not primary.outputs[0].shape
+        else (int(np.prod(primary.outputs[0].shape)) if single else 0)
+    )
+    calibration = None
+    if config.calibration:
+        if not single:
+            raise ConfigError("--calibration needs a model with one output; this model has several")
+        try:
+            calibration = Calibration.from_json(_read_text(config.calibration, "calibration file"))
+        except ValueError as e:
+            raise ConfigError(f"calibration file {config.calibration}: {e}") from None
+        if calibration.num_classes != width:
+            raise ConfigError(
+                f"calibration file {config.calibration} was fitted on {calibration.num_classes}-wide scores, "
+                f"but the model outputs {width} value(s) per row"
+            )
+    class_names = None
+    if config.class_names:
+        if not single:
+            raise ConfigError("--class-names needs a model with one output; this model has several")
+        class_names = tuple(
+            line.strip()
+            for line in _read_text(config.class_names, "class names file").splitlines()
+            if line.strip()
+        )
+        expected = 2 if width == 1 else width
+        if len(class_names) != expected:
+            raise ConfigError(
+                f"class names file {config.class_names} lists {len(class_names)} names, the model outputs "
+                f"{expected} classes"
+                + (
+                    " (a one-output binary model has 2 classes: negative, positive)"
+                    if width == 1
+                    else ""
+                )
+            )
+    if config.top_k and config.top_k > (2 if width == 1 else width):
+        raise ConfigError(
+            f"'top_k' is {config.top_k}, but the model has only {2 if width == 1 else width} classes"
+        )
+    label = (
+        f"ensemble[{config.ensemble}](" + ",".join(f"{r.name}={r.model_id}" for r in runs) + ")"
+        if len(runs) > 1
+        else runs[0].model_id
+    )
+    return pp.PostprocessPlan(
+        members=tuple(runs),
+        outputs=outputs,
+        method=config.ensemble,
+        keep_member_predictions=config.keep_member_predictions,
+        calibration=calibration,
+        clip_min=config.clip_min,
+        clip_max=config.clip_max,
+        target_mean=config.target_mean,
+        target_std=config.target_std,
+        class_names=class_names,
+        top_k=config.top_k,
+        mc_samples=config.mc_dropout_samples,
+        seed=config.seed,
+        ab_split=tuple(config.ab_split.items()) if config.ab_split else None,
+        id_columns=tuple(config.id_columns),
+        fallback=fallback,
+        ensemble_label=label,
+    )

@@ -1,0 +1,349 @@
+"""The profile pipeline: reference data -> a versioned JSON profile for drift checks.
+
+Usage::
+
+    batch-score profile --input 'train/*.parquet' --output profile.json \\
+        [--feature-columns a,b,c] [--id-column id] [--model model.keras] [beam flags]
+
+Without ``--model`` every column that is not an id column is profiled
+(numbers, strings, booleans; list columns are skipped), or only
+``--feature-columns``. With ``--model`` the model's feature columns are
+profiled on the rows it can score, together with its predictions: the
+baseline that ``batch-score score --reference-profile`` compares against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import posixpath
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.config import ScoreConfig, split_beam_args
+from transforms.errors import ConfigError
+from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
+from transforms.profile import (
+    DEFAULT_CATEGORICAL_MAX_DISTINCT,
+    DEFAULT_NUM_BINS,
+    DEFAULT_TOP_K,
+    KindRule,
+    ProfileError,
+    type_kind,
+)
+from transforms.profiling import BuildProfile, Candidate, ProfileSettings
+from transforms.tfrecord import (
+    DEFAULT_PARSE_ROWS,
+    ReadTFRecordBatches,
+    arrow_schema,
+    plan_features,
+    resolve_input_format,
+)
+
+DEFAULT_BATCH_ROWS = 16384
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+    """Settings of one profile run (see ``batch-score profile --help``)."""
+
+    input: str
+    output: str
+    input_format: str = "auto"
+    id_columns: tuple[str, ...] = ()
+    feature_columns: tuple[str, ...] | None = None
+    model: str | None = None
+    custom_objects: tuple[str, ...] = ()
+    unsafe_deserialization: bool = False
+    signature: str | None = None
+    batch_size: int = DEFAULT_BATCH_ROWS
+    num_bins: int = DEFAULT_NUM_BINS
+    top_k: int = DEFAULT_TOP_K
+    categorical_max_distinct: int = DEFAULT_CATEGORICAL_MAX_DISTINCT
+    categorical_columns: tuple[str, ...] = ()
+    numeric_columns: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfilePlan:
+    """What the profile pipeline reads and computes, checked before any data is read."""
+
+    config: ProfileConfig
+    input_pattern: str
+    input_files: tuple[str, ...]
+    read_columns: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+    skipped: dict[str, str]
+    settings: ProfileSettings
+    scoring: Any = None  # pipelines.score.ScoringPlan when --model is given
+    input_format: str = "parquet"
+    tfrecord_features: tuple[Any, ...] = ()
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
+    """Parses ``argv`` into (config, Beam flags, verbosity)."""
+    p = argparse.ArgumentParser(
+        prog="batch-score profile",
+        description="Profile reference data (and a model's predictions on it) for drift checks.",
+    )
+    p.add_argument(
+        "--input", required=True, help="Input file, directory or glob (Parquet or TFRecord)."
+    )
+    p.add_argument("--output", required=True, help="Profile JSON file to write (local or gs://).")
+    p.add_argument(
+        "--input-format",
+        dest="input_format",
+        choices=("auto", "parquet", "tfrecord"),
+        default="auto",
+        help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
+    )
+    p.add_argument(
+        "--id-column",
+        dest="id_columns",
+        action="append",
+        default=[],
+        help="Passthrough column, not profiled (repeatable).",
+    )
+    p.add_argument(
+        "--feature-columns",
+        dest="feature_columns",
+        type=_csv,
+        default=None,
+        help="Comma-separated columns to profile (default: every non-id column; with --model, "
+        "the model's feature columns, as in `score`).",
+    )
+    p.add_argument("--model", default=None, help="Also profile this model's predictions.")
+    p.add_argument("--custom-object", dest="custom_objects", action="append", default=[])
+    p.add_argument("--unsafe-deserialization", dest="unsafe_deserialization", action="store_true")
+    p.add_argument("--signature", default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULT_BATCH_ROWS)
+    p.add_argument(
+        "--num-bins",
+        dest="num_bins",
+        type=int,
+        default=DEFAULT_NUM_BINS,
+        help=f"Quantile bins per numeric column (default {DEFAULT_NUM_BINS}).",
+    )
+    p.add_argument(
+        "--top-k",
+        dest="top_k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        help=f"Categories kept per categorical column; the rest is 'other' (default {DEFAULT_TOP_K}).",
+    )
+    p.add_argument(
+        "--categorical-max-distinct",
+        dest="categorical_max_distinct",
+        type=int,
+        default=DEFAULT_CATEGORICAL_MAX_DISTINCT,
+        help="An integer column with at most this many distinct values is categorical "
+        f"(default {DEFAULT_CATEGORICAL_MAX_DISTINCT}; 0: integers are always numeric).",
+    )
+    p.add_argument("--categorical-columns", dest="categorical_columns", type=_csv, default=[])
+    p.add_argument("--numeric-columns", dest="numeric_columns", type=_csv, default=[])
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_true")
+    group.add_argument("--quiet", action="store_true")
+    known, rest = p.parse_known_args(argv)
+    verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
+    del known.verbose, known.quiet
+    values = vars(known)
+    for key in ("id_columns", "custom_objects", "categorical_columns", "numeric_columns"):
+        values[key] = tuple(values[key])
+    if values["feature_columns"] is not None:
+        values["feature_columns"] = tuple(values["feature_columns"])
+    config = ProfileConfig(**values)
+    _validate(config)
+    return config, split_beam_args(rest), verbosity
+
+
+def _validate(config: ProfileConfig) -> None:
+    for key in ("num_bins", "top_k", "batch_size"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {getattr(config, key)}")
+    if config.categorical_max_distinct < 0:
+        raise ConfigError("'categorical_max_distinct' must be >= 0")
+    both = sorted(set(config.categorical_columns) & set(config.numeric_columns))
+    if both:
+        raise ConfigError(f"columns {both} are listed as both categorical and numeric")
+    if config.feature_columns is not None and not config.feature_columns:
+        raise ConfigError("'feature_columns' is empty: list at least one column or leave it unset")
+
+
+def plan(config: ProfileConfig) -> ProfilePlan:
+    """Resolves files, schema, columns and (with ``--model``) the scoring plan; reads no data."""
+    rule = KindRule(
+        max_distinct=config.categorical_max_distinct,
+        categorical=frozenset(config.categorical_columns),
+        numeric=frozenset(config.numeric_columns),
+    )
+    settings = ProfileSettings(config.num_bins, config.top_k, rule)
+    scoring = None
+    if config.model:
+        from pipelines import score
+
+        scoring = score.plan(
+            ScoreConfig(
+                model=[config.model],
+                input=config.input,
+                output=posixpath.dirname(config.output) or ".",
+                id_columns=list(config.id_columns),
+                feature_columns=None
+                if config.feature_columns is None
+                else list(config.feature_columns),
+                batch_size=config.batch_size,
+                custom_objects=list(config.custom_objects),
+                unsafe_deserialization=config.unsafe_deserialization,
+                signature=config.signature,
+            )
+        )
+        files, schema, pattern = (
+            list(scoring.input_files),
+            scoring.input_schema,
+            scoring.input_pattern,
+        )
+        input_format, tf_features = scoring.input_format, scoring.tfrecord_features
+        wanted: Sequence[str] = scoring.layout.columns
+        explicit = True
+    else:
+        files = match_files(config.input)
+        input_format = resolve_input_format(config.input_format, files)
+        tf_features = plan_features(None, files) if input_format == "tfrecord" else ()
+        schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
+        for other in [] if tf_features else files[1:]:
+            if not read_parquet_schema(other).equals(schema):
+                raise ConfigError(
+                    f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
+                )
+        pattern = input_pattern(files, config.input)
+        explicit = config.feature_columns is not None
+        wanted = (
+            list(config.feature_columns)
+            if explicit
+            else [n for n in schema.names if n not in config.id_columns]
+        )
+    for col in [*config.id_columns, *wanted, *config.categorical_columns, *config.numeric_columns]:
+        if col not in schema.names:
+            raise ConfigError(
+                f"column {col!r} is not in the input schema; columns are {schema.names}"
+            )
+    candidates, skipped = [], {}
+    for name in wanted:
+        kind = type_kind(schema.field(name), rule)
+        if kind is None:
+            reason = f"type {schema.field(name).type} is neither numeric nor categorical"
+            if explicit and scoring is None:
+                raise ConfigError(f"column {name!r} cannot be profiled: {reason}")
+            skipped[name] = reason
+            continue
+        candidates.append(Candidate(name, "feature", name, None, kind))
+    if not candidates and scoring is None:
+        raise ConfigError(
+            f"no column to profile: {sorted(skipped) or 'every column is an id column'}; pass --feature-columns"
+        )
+    read = scoring.read_columns if scoring is not None else tuple(c.column for c in candidates)
+    return ProfilePlan(
+        config,
+        pattern,
+        tuple(files),
+        tuple(read),
+        tuple(candidates),
+        skipped,
+        settings,
+        scoring,
+        input_format,
+        tuple(tf_features),
+    )
+
+
+def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollection:
+    """Adds the profile steps to ``pipeline``; returns the PCollection of the profile dict."""
+    from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
+    from transforms.validate import ValidateFeatures
+
+    config = plan.config
+    metadata: dict[str, Any] = {
+        "input": config.input,
+        "input_files": len(plan.input_files),
+        "skipped_columns": plan.skipped,
+    }
+    if plan.input_format == "tfrecord":
+        tables = pipeline | "Read" >> ReadTFRecordBatches(
+            plan.input_pattern,
+            plan.tfrecord_features,
+            min(config.batch_size, DEFAULT_PARSE_ROWS),
+            plan.read_columns,
+        )
+    else:
+        tables = pipeline | "Read" >> ReadParquetBatches(list(plan.input_files), plan.read_columns)
+    batches = tables | "Shard" >> Rebatch(config.batch_size)
+    output_names: tuple[str, ...] = ()
+    if plan.scoring is not None:
+        sp = plan.scoring
+        metadata["model"] = sp.model_id
+        output_names = sp.output_names
+        handler = KerasModelHandler(
+            sp.model_spec, sp.layout.widths(), max_batch_rows=config.batch_size
+        )
+        validated = batches | "Validate" >> ValidateFeatures(
+            sp.layout, [c.column for c in plan.candidates]
+        )
+        batches, _ = validated.batches | f"Model[{sp.model_id}]" >> RunKerasInference(handler)
+    return batches | "Profile" >> BuildProfile(
+        plan.candidates, config.output, plan.settings, output_names, metadata
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parses flags, plans, runs the pipeline and returns the written profile (as a dict).
+
+    Raises:
+        ConfigError: for any configuration problem, before data is read.
+    """
+    from pipelines import console
+    from pipelines.score import pipeline_options
+
+    started = time.time()
+    config, beam_args, verbosity = parse_args(argv)
+    console.configure(verbosity)
+    options = pipeline_options(beam_args)
+    profile_plan = plan(config)
+    console.echo(
+        f"profiling {len(profile_plan.candidates)} column(s) of {len(profile_plan.input_files)} file(s)"
+        + (f" with predictions of {profile_plan.scoring.model_id}" if profile_plan.scoring else "")
+        + f" -> {config.output}"
+    )
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, profile_plan)
+    pipeline.run().wait_until_finish()
+    try:
+        with FileSystems.open(config.output) as f:
+            profile = json.loads(f.read().decode("utf-8"))
+    except Exception as e:
+        raise ProfileError(f"the profile {config.output} was not written: {e}") from None
+    console.echo(
+        f"done: {profile['rows']:,} rows, {len(profile['features'])} feature(s), "
+        f"{len(profile['predictions'])} prediction column(s) in {time.time() - started:.1f}s -> {config.output}"
+    )
+    return profile
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pipelines.profile``."""
+    from pipelines.cli import main as cli_main
+
+    return cli_main(["profile", *(argv if argv is not None else os.sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

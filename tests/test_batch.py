@@ -1,0 +1,58 @@
+"""The columnar element type, its coders, and slicing helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from transforms.batch import ScoringBatch, concat_features, slice_table, split_rows
+from transforms.coders import ArrowTableCoder, ScoringBatchCoder, batch_nbytes
+
+
+def _batch(n: int = 10) -> ScoringBatch:
+    table = pa.table({"id": np.arange(n)})
+    return ScoringBatch(
+        table=table, features={"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3)}
+    )
+
+
+def test_slice_table_is_balanced_and_covers_every_row():
+    table = pa.table({"id": np.arange(70_000)})
+    pieces = slice_table(table, 32_768)
+    assert [p.num_rows for p in pieces] == [23_333, 23_333, 23_334]
+    assert pa.concat_tables(pieces)["id"].to_pylist() == list(range(70_000))
+    assert slice_table(table, 100_000) == [table]
+
+
+def test_concat_and_split_round_trip():
+    a, b = _batch(4), _batch(6)
+    joined = concat_features([a, b])
+    assert joined["x"].shape == (10, 3)
+    back = split_rows(joined, [4, 6])
+    np.testing.assert_array_equal(back[0]["x"], a.features["x"])
+    np.testing.assert_array_equal(back[1]["x"], b.features["x"])
+    assert concat_features([a])["x"] is a.features["x"]
+
+
+def test_with_predictions_checks_row_count():
+    batch = _batch(5)
+    scored = batch.with_predictions({"score": np.zeros(5)}, "m@1")
+    assert scored.model_id == "m@1" and "score" in scored.predictions and not batch.predictions
+    with pytest.raises(ValueError, match="prediction 'score' has 4 rows, the batch has 5"):
+        batch.with_predictions({"score": np.zeros(4)}, "m@1")
+
+
+def test_coders_round_trip_and_estimate_sizes_without_encoding():
+    table = pa.table({"id": np.arange(1000), "v": np.random.default_rng(0).normal(size=1000)})
+    coder = ArrowTableCoder()
+    assert coder.decode(coder.encode(table)).equals(table)
+    assert coder.estimate_size(table) == table.nbytes
+    batch = _batch(8).with_predictions({"p": np.ones(8, np.float32)}, "m@1")
+    bcoder = ScoringBatchCoder()
+    decoded = bcoder.decode(bcoder.encode(batch))
+    assert decoded.table.equals(batch.table) and decoded.model_id == "m@1"
+    np.testing.assert_array_equal(decoded.features["x"], batch.features["x"])
+    assert (
+        bcoder.estimate_size(batch) == batch_nbytes(batch) == batch.table.nbytes + 8 * 3 * 4 + 8 * 4
+    )

@@ -1,0 +1,729 @@
+"""After inference: ensembles, calibration, clipping, labels, uncertainty, A/B routing, fallback.
+
+The numeric work is pure numpy (:mod:`transforms.ensemble`,
+:mod:`transforms.calibration` and the functions below); the Beam pieces are
+thin wrappers:
+
+* :class:`MemberModelHandler` scores one named model and stores its outputs
+  under member keys (``<output>__<member>``), optionally with MC-dropout
+  mean and std computed inside the handler.
+* :class:`ScoreModels` chains one ``RunInference`` per ensemble member over
+  the same batches (``Model[name]``; no shuffle, no join), or routes rows to
+  the A/B arms, and sends batches on which a model raised to the fallback
+  model or to the errors output.
+* :class:`Postprocess` turns member outputs into the final columns:
+  ensemble -> calibrate -> inverse standardization -> clip -> top-k.
+
+Clipping runs after inverse standardization (not before, as a first sketch
+had it) so that ``--clip-min 0`` means "no negative predictions" in the
+target's own units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+from apache_beam.ml.inference.base import RunInference
+
+from transforms import ensemble
+from transforms.batch import ScoringBatch
+from transforms.calibration import Calibration
+from transforms.errors import ModelError
+from transforms.inference import KerasModelHandler, _failed_batches_to_errors
+from transforms.keras_model import LoadedModel, ModelSpec, TensorInfo
+
+_LOG = logging.getLogger("keras_batch_score")
+
+STD = "std"
+TOP_K_LABELS = "top_k_labels"
+TOP_K_SCORES = "top_k_scores"
+_MC_MAX_ROWS_PER_CALL = 65536
+
+
+def member_key(output: str, member: str | None) -> str:
+    """Internal prediction key of a member's output (``output`` itself for no member)."""
+    return output if member is None else f"{output}__{member}"
+
+
+def std_key(output: str) -> str:
+    return f"{output}__{STD}"
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberRun:
+    """A model to run: its name, how to load it, its ensemble weight or A/B share."""
+
+    name: str
+    spec: ModelSpec
+    weight: float = 1.0
+    model_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputColumn:
+    """A model output (internal key) and the base column it is written to."""
+
+    key: str
+    column: str
+    field: pa.Field
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessPlan:
+    """What happens after inference; built once at construction time, pickled to workers.
+
+    Attributes:
+        members: Models to run (one for a plain run; several for an ensemble or A/B).
+        outputs: The model outputs, all members share them.
+        method: Ensemble method, used when there are several members and no A/B split.
+        keep_member_predictions: Also write ``prediction__<name>`` per member.
+        calibration: Fitted calibration applied after the ensemble.
+        clip_min: Lower bound of the final prediction.
+        clip_max: Upper bound of the final prediction.
+        target_mean: Inverse standardization ``y * target_std + target_mean``.
+        target_std: See ``target_mean``.
+        class_names: One name per class, for top-k labels.
+        top_k: Number of labels in ``top_k_labels``.
+        mc_samples: MC-dropout passes per batch (0: off).
+        seed: Seed for MC dropout.
+        ab_split: Per member name, the share of rows it scores (A/B); None: no split.
+        id_columns: Columns hashed to route A/B rows.
+        fallback: Model that scores batches on which a primary raises.
+        ensemble_label: The ``model`` column value of ensemble-scored rows.
+    """
+
+    members: tuple[MemberRun, ...]
+    outputs: tuple[OutputColumn, ...]
+    method: str = "mean"
+    keep_member_predictions: bool = False
+    calibration: Calibration | None = None
+    clip_min: float | None = None
+    clip_max: float | None = None
+    target_mean: float | None = None
+    target_std: float | None = None
+    class_names: tuple[str, ...] | None = None
+    top_k: int | None = None
+    mc_samples: int = 0
+    seed: int | None = None
+    ab_split: tuple[tuple[str, float], ...] | None = None
+    id_columns: tuple[str, ...] = ()
+    fallback: MemberRun | None = None
+    ensemble_label: str = ""
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1 and self.ab_split is None
+
+    @property
+    def emits_std(self) -> bool:
+        return self.is_ensemble or self.mc_samples > 0
+
+    def extra_columns(self) -> list[tuple[pa.Field, str]]:
+        """Columns added after the base prediction columns: ``(field, internal key)``."""
+        extra: list[tuple[pa.Field, str]] = []
+        for out in self.outputs:
+            if self.emits_std:
+                extra.append(
+                    (pa.field(f"{out.column}_std", _float_like(out.field.type)), std_key(out.key))
+                )
+        if self.keep_member_predictions and self.is_ensemble:
+            for out in self.outputs:
+                for m in self.members:
+                    extra.append(
+                        (
+                            pa.field(f"{out.column}__{m.name}", out.field.type),
+                            member_key(out.key, m.name),
+                        )
+                    )
+        if self.top_k:
+            extra.append((pa.field(TOP_K_LABELS, pa.list_(pa.string())), TOP_K_LABELS))
+            extra.append((pa.field(TOP_K_SCORES, pa.list_(pa.float32())), TOP_K_SCORES))
+        return extra
+
+    def output_schema(self, base: pa.Schema) -> pa.Schema:
+        """``base`` (ids, predictions, model) with the extra columns inserted before ``model``."""
+        fields = [f for f in base if f.name != "model"]
+        fields += [f for f, _ in self.extra_columns()]
+        fields += [f for f in base if f.name == "model"]
+        return pa.schema(fields)
+
+    def output_names(self, base: Sequence[str]) -> tuple[str, ...]:
+        return (*base, *(key for _, key in self.extra_columns()))
+
+
+def _float_like(t: pa.DataType) -> pa.DataType:
+    return pa.list_(pa.float32()) if pa.types.is_list(t) else pa.float32()
+
+
+# --------------------------------------------------------------------------- numeric post-processing
+
+
+def top_k(probs: np.ndarray, k: int, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely classes of each row, most likely first.
+
+    Args:
+        probs: ``(n, c)`` class probabilities, or ``(n,)`` positive-class
+            probabilities of a binary model (read as ``[1 - p, p]``).
+        k: Number of classes to return (at most ``c``).
+        class_names: ``c`` names in output order.
+
+    Returns:
+        ``(labels, scores)``, both ``(n, min(k, c))``; ties go to the lower class index.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if p.ndim == 1:
+        p = np.column_stack([1.0 - p, p])
+    if p.shape[1] != len(class_names):
+        raise ValueError(
+            f"the model outputs {p.shape[1]} classes, the class names file lists {len(class_names)}"
+        )
+    k = min(k, p.shape[1])
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    names = np.asarray(class_names, dtype=object)
+    return names[order], np.take_along_axis(p, order, axis=1)
+
+
+def postprocess_predictions(
+    predictions: Mapping[str, np.ndarray], plan: PostprocessPlan
+) -> dict[str, np.ndarray]:
+    """Member/raw outputs of one batch -> the final prediction arrays, keyed like the output columns.
+
+    Batches scored by a single model (a plain run, an A/B arm or the
+    fallback) have their outputs under the plain keys; ensemble batches under
+    member keys. Ensemble rows scored by the fallback get NaN std.
+    """
+    out: dict[str, np.ndarray] = {}
+    names = [m.name for m in plan.members]
+    weights = [m.weight for m in plan.members]
+    for col in plan.outputs:
+        member_values = [predictions.get(member_key(col.key, n)) for n in names]
+        combined = plan.is_ensemble and all(v is not None for v in member_values)
+        if combined:
+            value = ensemble.combine(member_values, plan.method, weights)
+            member_std = [predictions.get(member_key(std_key(col.key), n)) for n in names]
+            std = ensemble.spread(
+                member_values,
+                weights,
+                member_std if all(s is not None for s in member_std) else None,
+            )
+        else:
+            value = np.asarray(predictions[col.key], dtype=np.float32)
+            std = predictions.get(std_key(col.key))
+            if std is None and plan.emits_std:
+                std = np.full(value.shape, np.nan, dtype=np.float32)
+        if plan.calibration is not None:
+            value = plan.calibration.apply(value).astype(np.float32)
+        if plan.target_std is not None:
+            value = value * np.float32(plan.target_std) + np.float32(plan.target_mean)
+            std = None if std is None else std * np.float32(plan.target_std)
+        if plan.clip_min is not None or plan.clip_max is not None:
+            value = np.clip(value, plan.clip_min, plan.clip_max)
+        out[col.key] = np.asarray(value, dtype=np.float32)
+        if plan.emits_std:
+            out[std_key(col.key)] = np.asarray(std, dtype=np.float32)
+        if plan.keep_member_predictions and plan.is_ensemble:
+            for n, v in zip(names, member_values, strict=True):
+                fill = v if combined else np.full(value.shape, np.nan, dtype=np.float32)
+                out[member_key(col.key, n)] = np.asarray(fill, dtype=np.float32)
+    if plan.top_k and plan.class_names:
+        labels, scores = top_k(out[plan.outputs[0].key], plan.top_k, plan.class_names)
+        out[TOP_K_LABELS] = labels
+        out[TOP_K_SCORES] = scores
+    return out
+
+
+class PostprocessDoFn(beam.DoFn):
+    """Applies :func:`postprocess_predictions` to every batch."""
+
+    def __init__(self, plan: PostprocessPlan) -> None:
+        self._plan = plan
+
+    def process(self, batch: ScoringBatch) -> Iterable[ScoringBatch]:
+        plan = self._plan
+        combined = (
+            plan.is_ensemble
+            and member_key(plan.outputs[0].key, plan.members[0].name) in batch.predictions
+        )
+        predictions = postprocess_predictions(batch.predictions, plan)
+        model_id = plan.ensemble_label if combined else batch.model_id
+        yield dataclasses.replace(batch, predictions=predictions, model_id=model_id)
+
+
+class Postprocess(beam.PTransform):
+    """Scored batches -> batches holding exactly the final prediction columns."""
+
+    def __init__(self, plan: PostprocessPlan) -> None:
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "EnsembleCalibrateClipLabel" >> beam.ParDo(PostprocessDoFn(self._plan))
+
+
+# --------------------------------------------------------------------------- model handler
+
+
+def keras_model_of(model: LoadedModel) -> Any:
+    """The Keras model behind a loaded ``.keras``/``.h5`` model, or None for a SavedModel."""
+    import keras
+
+    inner = getattr(model, "_keepalive", None)
+    return inner if isinstance(inner, keras.Model) else None
+
+
+class MCDropout:
+    """T stochastic passes (``training=True``) of a Keras model in compiled calls.
+
+    The batch is tiled ``T`` times along the row axis (in chunks of at most
+    65,536 rows per call), so one graph call scores many passes. Batch
+    normalization layers are frozen (``trainable=False``), which in Keras 3
+    keeps them in inference mode, so only dropout-like layers are stochastic.
+    With a seed, every seed generator's state is reset before each batch from
+    ``(seed, a checksum of the batch)``: results are reproducible and do not
+    depend on the order in which batches reach a worker.
+    """
+
+    def __init__(self, model: LoadedModel, samples: int, seed: int | None) -> None:
+        import keras
+        import tensorflow as tf
+
+        inner = keras_model_of(model)
+        if inner is None:
+            raise ModelError(
+                f"model {model.model_id}: --mc-dropout-samples needs a .keras or .h5 model "
+                "(a SavedModel signature cannot run in training mode)"
+            )
+        for layer in inner._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+        self._samples = samples
+        self._seed = seed
+        self._inputs = list(model.inputs)
+        self._output_names = [info.name for info in model.outputs]
+        self._seed_vars = [v for v in inner.variables if v.path.endswith("seed_generator_state")]
+        sig = {i.name: tf.TensorSpec((None, *i.shape), i.dtype) for i in self._inputs}
+        single = len(self._inputs) == 1 and not isinstance(inner.input, dict)
+        order = [i.name for i in self._inputs]
+        if single:
+            fn = lambda d: inner(d[order[0]], training=True)  # noqa: E731
+        elif isinstance(inner.input, dict):
+            fn = lambda d: inner(d, training=True)  # noqa: E731
+        else:
+            fn = lambda d: inner([d[n] for n in order], training=True)  # noqa: E731
+        self._graph = tf.function(fn, input_signature=[sig])
+
+    def _reset_seeds(self, features: Mapping[str, np.ndarray], n: int) -> None:
+        if self._seed is None:
+            return
+        checksum = n
+        for name in sorted(features):
+            checksum = zlib.crc32(np.ascontiguousarray(features[name][:4]).tobytes(), checksum)
+        for i, var in enumerate(self._seed_vars):
+            var.assign(np.array([self._seed + 7919 * i, checksum], dtype=var.dtype))
+
+    def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per output: the mean over T passes and its std (``<output>__std``)."""
+        from transforms.keras_model import _name_outputs
+
+        n = len(next(iter(features.values())))
+        self._reset_seeds(features, n)
+        per_call = max(1, min(self._samples, _MC_MAX_ROWS_PER_CALL // max(n, 1)))
+        samples: dict[str, list[np.ndarray]] = {name: [] for name in self._output_names}
+        done = 0
+        while done < self._samples:
+            t = min(per_call, self._samples - done)
+            tiled = {k: np.concatenate([np.asarray(v)] * t) for k, v in features.items()}
+            raw = _name_outputs(self._graph(tiled), self._output_names)
+            for name in self._output_names:
+                values = np.asarray(raw[name])
+                samples[name].append(values.reshape((t, n, *values.shape[1:])))
+            done += t
+        out: dict[str, np.ndarray] = {}
+        for name in self._output_names:
+            stack = np.concatenate(samples[name]).astype(np.float64)
+            if stack.ndim == 3 and stack.shape[2] == 1:
+                stack = stack[:, :, 0]
+            out[name] = stack.mean(axis=0).astype(np.float32)
+            out[std_key(name)] = stack.std(axis=0).astype(np.float32)
+        return out
+
+
+class MemberModel(LoadedModel):
+    """A loaded model whose outputs are renamed to member keys, optionally MC-dropout averaged.
+
+    Outputs are matched to ``output_names`` (the first model's) by position, so
+    single-output members whose output layers are named differently line up.
+    """
+
+    def __init__(
+        self,
+        base: LoadedModel,
+        member: str | None,
+        mc_samples: int = 0,
+        seed: int | None = None,
+        output_names: Sequence[str] | None = None,
+    ) -> None:
+        self._base = base
+        self._member = member
+        self._mc = MCDropout(base, mc_samples, seed) if mc_samples else None
+        own = [info.name for info in base.outputs]
+        names = list(output_names) if output_names and len(own) == 1 else own
+        self._rename = {info.name: name for info, name in zip(base.outputs, names, strict=True)}
+        self._rename.update({std_key(a): std_key(b) for a, b in self._rename.items()})
+        outputs = []
+        for info, name in zip(base.outputs, names, strict=True):
+            outputs.append(dataclasses.replace(info, name=member_key(name, member)))
+            if self._mc is not None:
+                outputs.append(dataclasses.replace(info, name=member_key(std_key(name), member)))
+        super().__init__(
+            inputs=base.inputs,
+            outputs=outputs,
+            call=base._call,
+            model_id=base.model_id,
+            format=base.format,
+            weights=base.weights,
+            keepalive=base,
+        )
+
+    def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raw = self._mc.predict(features) if self._mc is not None else self._base.predict(features)
+        return {member_key(self._rename[k], self._member): v for k, v in raw.items()}
+
+
+class MemberModelHandler(KerasModelHandler):
+    """:class:`KerasModelHandler` for one named member (outputs under member keys) with optional MC dropout.
+
+    Args:
+        spec: What model to load.
+        feature_widths: Values per row per model input (health check).
+        member: Member name; None stores outputs under the plain output names.
+        mc_samples: MC-dropout passes per batch (0: one deterministic pass).
+        seed: MC-dropout seed.
+        max_batch_rows: Max rows per model call.
+        min_batch_rows: Min rows per model call.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        feature_widths: Mapping[str, int],
+        *,
+        member: str | None = None,
+        mc_samples: int = 0,
+        seed: int | None = None,
+        output_names: Sequence[str] | None = None,
+        max_batch_rows: int,
+        min_batch_rows: int | None = None,
+    ) -> None:
+        super().__init__(
+            spec, feature_widths, max_batch_rows=max_batch_rows, min_batch_rows=min_batch_rows
+        )
+        self._member = member
+        self._mc_samples = mc_samples
+        self._seed = seed
+        self._output_names = tuple(output_names) if output_names else None
+
+    def load_model(self) -> LoadedModel:
+        base = super().load_model()
+        own = tuple(info.name for info in base.outputs)
+        same_names = len(own) > 1 or self._output_names in (None, own)
+        if self._member is None and not self._mc_samples and same_names:
+            return base
+        return MemberModel(base, self._member, self._mc_samples, self._seed, self._output_names)
+
+
+# --------------------------------------------------------------------------- A/B routing
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer, element-wise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash per value (same value, same hash, on every run and machine).
+
+    Numbers hash their int64/float64 bit pattern, strings and binaries their
+    UTF-8 bytes (through the Arrow buffers: a sum of position-keyed mixes of
+    each byte, then mixed with the length); nulls hash to a constant.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    t = arr.type
+    n = len(arr)
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        arr = arr.cast(pa.large_binary())
+        valid = np.ones(n, dtype=bool) if arr.null_count == 0 else np.asarray(arr.is_valid())
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+        data = (
+            np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+            if arr.buffers()[2] is not None
+            else np.zeros(0, np.uint8)
+        )
+        start, stop = int(offsets[0]), int(offsets[-1])
+        lengths = np.diff(offsets)
+        row_of_byte = np.repeat(np.arange(n), lengths)
+        position = np.arange(stop - start, dtype=np.int64) - (offsets[:-1] - start)[row_of_byte]
+        keyed = _mix64(
+            data[start:stop].astype(np.uint64) | (position.astype(np.uint64) << np.uint64(8))
+        )
+        sums = np.zeros(n, dtype=np.uint64)
+        nonempty = lengths > 0
+        if keyed.size:  # segment sums; empty strings have no segment and keep 0
+            sums[nonempty] = np.add.reduceat(keyed, (offsets[:-1] - start)[nonempty])
+        h = _mix64(sums ^ _mix64(lengths.astype(np.uint64)))
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
+        ints = pc.cast(arr, pa.int64()) if not pa.types.is_temporal(t) else arr.cast(pa.int64())
+        valid = np.asarray(ints.is_valid())
+        h = _mix64(
+            ints.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        )
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        floats = pc.cast(arr, pa.float64())
+        valid = np.asarray(floats.is_valid())
+        h = _mix64(
+            floats.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64).view(np.uint64)
+        )
+    else:
+        raise ValueError(
+            f"id column of type {t} cannot be hashed for --ab-split; use a string or integer id"
+        )
+    return np.where(valid, h, np.uint64(0x5BD1E995))
+
+
+def route(table: pa.Table, id_columns: Sequence[str], shares: Sequence[float]) -> np.ndarray:
+    """Arm index per row: a hash of the id columns mapped to [0, 1) against cumulative shares.
+
+    Deterministic: the same ids go to the same arm on every run, however the
+    rows are batched.
+    """
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in id_columns:
+            h = _mix64(h * np.uint64(31) ^ hash_column(table.column(name)))
+    u = (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    edges = np.cumsum(np.asarray(shares, dtype=np.float64))
+    return np.minimum(np.searchsorted(edges, u, side="right"), len(shares) - 1)
+
+
+def take_rows(batch: ScoringBatch, rows: np.ndarray) -> ScoringBatch:
+    """The batch restricted to ``rows`` (vectorized take)."""
+    return ScoringBatch(
+        table=batch.table.take(pa.array(rows, type=pa.int64())),
+        features={k: v[rows] for k, v in batch.features.items()},
+        predictions={k: v[rows] for k, v in batch.predictions.items()},
+        model_id=batch.model_id,
+        rows_rejected=0,
+    )
+
+
+class RouteDoFn(beam.DoFn):
+    """Splits each batch into one sub-batch per A/B arm (tagged outputs named after the arms)."""
+
+    def __init__(
+        self, names: Sequence[str], shares: Sequence[float], id_columns: Sequence[str]
+    ) -> None:
+        self._names = list(names)
+        self._shares = list(shares)
+        self._id_columns = list(id_columns)
+
+    def process(self, batch: ScoringBatch):
+        arms = route(batch.table, self._id_columns, self._shares)
+        for i, name in enumerate(self._names):
+            rows = np.flatnonzero(arms == i)
+            if rows.size:
+                sub = take_rows(batch, rows)
+                if i == 0:
+                    sub.rows_rejected = batch.rows_rejected
+                yield pvalue.TaggedOutput(name, sub)
+
+
+# --------------------------------------------------------------------------- running the models
+
+
+class _ToFallbackDoFn(beam.DoFn):
+    """Failed batches -> batches for the fallback model; logs each distinct error once per worker."""
+
+    def setup(self) -> None:
+        self._seen: set[str] = set()
+        self._rows = beam.metrics.Metrics.counter("keras_batch_score", "rows_fallback")
+
+    def process(self, failed: tuple[Sequence[ScoringBatch], BaseException]):
+        batches, exc = failed
+        message = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
+        if message not in self._seen:
+            self._seen.add(message)
+            _LOG.warning(
+                "primary model failed on a batch, scoring it with the fallback model: %s", message
+            )
+        for b in batches:
+            self._rows.inc(b.num_rows)
+            yield dataclasses.replace(b, predictions={})
+
+
+def _unwrap(result: Any) -> ScoringBatch:
+    return result.inference
+
+
+class ScoreModels(beam.PTransform):
+    """Validated batches -> (scored batches, errors tables): members, A/B arms and fallback.
+
+    * Ensemble: one ``Model[name]`` RunInference per member, chained.
+    * A/B: rows routed by a hash of the id columns, one ``Model[name]`` per arm, flattened.
+    * Fallback: batches on which a model raised go to ``Fallback[name]``;
+      without one they become errors (stage ``inference``).
+    """
+
+    def __init__(
+        self,
+        plan: PostprocessPlan,
+        feature_widths: Mapping[str, int],
+        *,
+        max_batch_rows: int,
+        min_batch_rows: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._plan = plan
+        self._widths = dict(feature_widths)
+        self._max = max_batch_rows
+        self._min = min_batch_rows
+
+    def _handler(self, run: MemberRun, member: str | None) -> MemberModelHandler:
+        return MemberModelHandler(
+            run.spec,
+            self._widths,
+            member=member,
+            mc_samples=self._plan.mc_samples,
+            seed=self._plan.seed,
+            output_names=[o.key for o in self._plan.outputs],
+            max_batch_rows=self._max,
+            min_batch_rows=self._min,
+        )
+
+    def _run(self, batches: beam.PCollection, label: str, handler: MemberModelHandler):
+        main, dlq = batches | label >> RunInference(handler).with_exception_handling()
+        return main | f"{label}Unwrap" >> beam.Map(_unwrap), dlq.failed_inferences
+
+    def expand(self, batches: beam.PCollection):
+        plan = self._plan
+        scored: list[beam.PCollection] = []
+        failed: list[beam.PCollection] = []
+        if plan.ab_split is not None:
+            names = [n for n, _ in plan.ab_split]
+            arms = batches | "RouteAB" >> beam.ParDo(
+                RouteDoFn(names, [s for _, s in plan.ab_split], plan.id_columns)
+            ).with_outputs(*names)
+            by_name = {m.name: m for m in plan.members}
+            for name in names:
+                ok, bad = self._run(
+                    arms[name], f"Model[{name}]", self._handler(by_name[name], None)
+                )
+                scored.append(ok)
+                failed.append(bad)
+        else:
+            current = batches
+            ensemble_members = plan.is_ensemble
+            for m in plan.members:
+                current, bad = self._run(
+                    current,
+                    f"Model[{m.name}]",
+                    self._handler(m, m.name if ensemble_members else None),
+                )
+                failed.append(bad)
+            scored.append(current)
+        all_failed = tuple(failed) | "FailedBatches" >> beam.Flatten()
+        if plan.fallback is not None:
+            retry = all_failed | "ToFallback" >> beam.ParDo(_ToFallbackDoFn())
+            ok, bad = self._run(
+                retry, f"Fallback[{plan.fallback.name}]", self._handler(plan.fallback, None)
+            )
+            scored.append(ok)
+            all_failed = bad
+        errors = all_failed | "FailedBatchesToErrors" >> beam.FlatMap(_failed_batches_to_errors)
+        return tuple(scored) | "AllScored" >> beam.Flatten(), errors
+
+
+# --------------------------------------------------------------------------- summary counts
+
+
+def _model_count(batch: ScoringBatch) -> tuple[str, int]:
+    return batch.model_id or "", batch.num_rows
+
+
+class _AddModelCounts(beam.DoFn):
+    def process(self, counts: dict[str, int], by_model: Mapping[str, int], fallback_id: str | None):
+        out = dict(counts)
+        out["rows_by_model"] = dict(sorted(by_model.items()))
+        if fallback_id is not None:
+            out["rows_fallback"] = int(by_model.get(fallback_id, 0))
+        yield out
+
+
+def add_model_counts(
+    counts: beam.PCollection, scored: beam.PCollection, fallback_id: str | None = None
+) -> beam.PCollection:
+    """Adds ``rows_by_model`` (and ``rows_fallback``) to the run's counts dict."""
+    from transforms.summary import SumByKeyFn
+
+    by_model = (
+        scored
+        | "CountByModel" >> beam.Map(_model_count)
+        | "SumByModel" >> beam.CombineGlobally(SumByKeyFn(()))
+    )
+    return counts | "AddModelCounts" >> beam.ParDo(
+        _AddModelCounts(), pvalue.AsSingleton(by_model), fallback_id
+    )
+
+
+def output_columns(outputs: Sequence[TensorInfo]) -> tuple[OutputColumn, ...]:
+    """The base prediction column of each model output (same naming as :mod:`transforms.io`)."""
+    from transforms.io import output_fields
+
+    return tuple(
+        OutputColumn(info.name, field.name, field)
+        for info, field in zip(outputs, output_fields(outputs), strict=True)
+    )
+
+
+def score_and_postprocess(
+    batches: beam.PCollection,
+    plan: PostprocessPlan,
+    feature_widths: Mapping[str, int],
+    *,
+    max_batch_rows: int,
+    min_batch_rows: int | None = None,
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """Validated batches -> (post-processed scored batches, errors tables)."""
+    scored, errors = batches | "Models" >> ScoreModels(
+        plan, feature_widths, max_batch_rows=max_batch_rows, min_batch_rows=min_batch_rows
+    )
+    return scored | "Postprocess" >> Postprocess(plan), errors

@@ -1,0 +1,432 @@
+"""TFRecord input: ``tf.train.Example`` records -> the same Arrow tables the Parquet reader yields.
+
+The serialized records are read by Beam's TFRecord source (GZIP detected from
+the file extension), grouped into fixed-size batches, and each batch is parsed
+with ONE ``tf.io.parse_example`` call. Every feature is parsed as a
+``RaggedFeature`` so that a record with a missing feature or a vector of the
+wrong length becomes a null in its column (and a row-level error downstream)
+instead of failing the whole batch.
+
+The feature spec (name, dtype, shape, default) comes from the config
+(``tfrecord_features``) or is inferred from the first records of the first
+file. Column types:
+
+* ``float`` -> ``float32``, ``int`` -> ``int64``, ``bytes`` -> ``binary``,
+  ``string`` -> ``string`` (UTF-8);
+* shape ``()`` -> a scalar column; any other shape -> ``fixed_size_list`` of
+  ``prod(shape)`` values (row-major).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordSource
+
+from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
+from transforms.errors import ConfigError
+from transforms.tf_quiet import import_tensorflow
+
+_LOG = logging.getLogger("keras_batch_score")
+
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfr", ".tfr.gz", ".tfrecords", ".tfrecords.gz")
+DTYPES = ("float", "int", "bytes", "string")
+_ARROW_TYPES = {
+    "float": pa.float32(),
+    "int": pa.int64(),
+    "bytes": pa.binary(),
+    "string": pa.string(),
+}
+DEFAULT_PARSE_ROWS = 2048
+
+
+class CorruptTFRecordError(IOError):
+    """A TFRecord file is truncated or fails its checksums."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """One ``tf.train.Example`` feature.
+
+    Attributes:
+        name: Feature key, also the column name.
+        dtype: ``float``, ``int``, ``bytes`` or ``string``.
+        shape: Per-record shape; ``()`` for a scalar.
+        default: Value used when a record lacks the feature; ``None`` makes it null.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...] = ()
+    default: Any = None
+
+    @property
+    def width(self) -> int:
+        return int(math.prod(self.shape)) if self.shape else 1
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        value = _ARROW_TYPES[self.dtype]
+        return value if not self.shape else pa.list_(value, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "default": self.default,
+        }
+
+
+def is_tfrecord_path(path: str) -> bool:
+    return path.lower().endswith(TFRECORD_SUFFIXES)
+
+
+def resolve_input_format(input_format: str, files: Sequence[str]) -> str:
+    """``parquet`` or ``tfrecord``; ``auto`` decides by the file extensions.
+
+    Raises:
+        ConfigError: if ``auto`` finds TFRecord and non-TFRecord files mixed.
+    """
+    if input_format != "auto":
+        return input_format
+    tf_files = [f for f in files if is_tfrecord_path(f)]
+    if not tf_files:
+        return "parquet"
+    if len(tf_files) != len(files):
+        other = next(f for f in files if not is_tfrecord_path(f))
+        raise ConfigError(
+            f"--input matches TFRecord files ({tf_files[0]}) and other files ({other}); "
+            "narrow the pattern or set --input-format"
+        )
+    return "tfrecord"
+
+
+def parse_feature_specs(raw: Any, source: str = "tfrecord_features") -> tuple[FeatureSpec, ...]:
+    """Validates a ``tfrecord_features`` setting.
+
+    Accepts a list of ``{name, dtype, shape, default}`` mappings or a mapping
+    ``name -> {dtype, shape, default}``.
+
+    Raises:
+        ConfigError: naming the feature and the bad key or value.
+    """
+    if isinstance(raw, Mapping):
+        items = [
+            {"name": k, **(v if isinstance(v, Mapping) else {"dtype": v})} for k, v in raw.items()
+        ]
+    elif isinstance(raw, list):
+        items = list(raw)
+    else:
+        raise ConfigError(f"{source}: expected a list of features, got {raw!r}")
+    specs: list[FeatureSpec] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ConfigError(
+                f"{source}[{i}]: expected a mapping with 'name' and 'dtype', got {item!r}"
+            )
+        name = str(item["name"])
+        unknown = sorted(set(item) - {"name", "dtype", "shape", "default"})
+        if unknown:
+            raise ConfigError(
+                f"{source}: feature {name!r} has unknown key(s) {unknown}; known: name, dtype, shape, default"
+            )
+        dtype = item.get("dtype")
+        if dtype not in DTYPES:
+            raise ConfigError(
+                f"{source}: feature {name!r} has dtype {dtype!r}; expected one of {list(DTYPES)}"
+            )
+        shape_raw = item.get("shape", [])
+        if isinstance(shape_raw, int) and not isinstance(shape_raw, bool):
+            shape_raw = [shape_raw]
+        if not isinstance(shape_raw, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape_raw
+        ):
+            raise ConfigError(
+                f"{source}: feature {name!r} has shape {shape_raw!r}; expected a list of positive integers"
+            )
+        shape = tuple(shape_raw)
+        if shape == (1,):
+            shape = ()
+        specs.append(
+            FeatureSpec(
+                name, dtype, shape, _check_default(name, dtype, shape, item.get("default"), source)
+            )
+        )
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: features {dupes} are listed more than once")
+    if not specs:
+        raise ConfigError(f"{source}: the feature list is empty")
+    return tuple(specs)
+
+
+def _check_default(name: str, dtype: str, shape: tuple[int, ...], default: Any, source: str) -> Any:
+    if default is None:
+        return None
+    width = int(math.prod(shape)) if shape else 1
+    values = default if isinstance(default, list) else [default]
+    if len(values) not in (1, width):
+        raise ConfigError(
+            f"{source}: feature {name!r} default has {len(values)} values, expected 1 or {width}"
+        )
+    ok = {
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "bytes": lambda v: isinstance(v, (str, bytes)),
+        "string": lambda v: isinstance(v, str),
+    }[dtype]
+    if not all(ok(v) for v in values):
+        raise ConfigError(
+            f"{source}: feature {name!r} default {default!r} does not match dtype {dtype!r}"
+        )
+    return default
+
+
+def arrow_schema(specs: Sequence[FeatureSpec]) -> pa.Schema:
+    """The Arrow schema of the tables :func:`parse_examples` produces."""
+    return pa.schema([pa.field(s.name, s.arrow_type) for s in specs])
+
+
+# --------------------------------------------------------------------------- reading records
+
+
+def _compression(path: str) -> str:
+    return CompressionTypes.GZIP if path.lower().endswith(".gz") else CompressionTypes.UNCOMPRESSED
+
+
+def read_first_records(path: str, limit: int) -> list[bytes]:
+    """Up to ``limit`` serialized records from the start of ``path`` (any Beam filesystem)."""
+    records: list[bytes] = []
+    try:
+        with FileSystems.open(path, compression_type=_compression(path)) as f:
+            while len(records) < limit:
+                header = f.read(12)
+                if not header:
+                    break
+                if len(header) != 12:
+                    raise CorruptTFRecordError("truncated record header")
+                (length,) = struct.unpack("<Q", header[:8])
+                body = f.read(length + 4)
+                if len(body) != length + 4:
+                    raise CorruptTFRecordError(f"truncated record: expected {length} bytes")
+                records.append(body[:length])
+    except Exception as e:
+        raise ConfigError(f"TFRecord file {path} cannot be read: {e}") from None
+    return records
+
+
+def infer_feature_specs(path: str, limit: int = 200) -> tuple[FeatureSpec, ...]:
+    """Guesses the feature spec from the first ``limit`` records of ``path``.
+
+    A feature with one value in every record is a scalar; with ``k`` values in
+    every record a ``(k,)`` vector. Features missing from some records get no
+    default (they become nulls).
+
+    Raises:
+        ConfigError: if the file has no records, a record is not a
+            ``tf.train.Example``, or a feature's length varies.
+    """
+    tf = import_tensorflow()
+    records = read_first_records(path, limit)
+    if not records:
+        raise ConfigError(
+            f"TFRecord file {path} has no records to infer the features from; set tfrecord_features"
+        )
+    kinds: dict[str, str] = {}
+    lengths: dict[str, set[int]] = {}
+    for i, raw in enumerate(records):
+        try:
+            example = tf.train.Example.FromString(raw)
+        except Exception as e:
+            raise ConfigError(
+                f"TFRecord file {path}: record {i} is not a tf.train.Example: {e}"
+            ) from None
+        for name, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            if kind is None:
+                continue
+            dtype = {"float_list": "float", "int64_list": "int", "bytes_list": "bytes"}[kind]
+            if kinds.setdefault(name, dtype) != dtype:
+                raise ConfigError(
+                    f"TFRecord file {path}: feature {name!r} has dtype {kinds[name]} and {dtype}"
+                )
+            lengths.setdefault(name, set()).add(len(getattr(feature, kind).value))
+    specs = []
+    for name in sorted(kinds):
+        seen = lengths[name]
+        if len(seen) != 1:
+            raise ConfigError(
+                f"TFRecord file {path}: feature {name!r} has {sorted(seen)} values in different records; "
+                "set its shape in tfrecord_features"
+            )
+        width = seen.pop()
+        specs.append(FeatureSpec(name, kinds[name], () if width == 1 else (width,)))
+    _LOG.info(
+        "TFRecord features inferred from the first %d record(s) of %s: %s",
+        len(records),
+        path,
+        ", ".join(f"{s.name}:{s.dtype}{list(s.shape) if s.shape else ''}" for s in specs),
+    )
+    return tuple(specs)
+
+
+def plan_features(raw: Any, files: Sequence[str]) -> tuple[FeatureSpec, ...]:
+    """The configured feature spec, or one inferred from the first file."""
+    if raw:
+        return parse_feature_specs(raw)
+    return infer_feature_specs(files[0])
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_examples(serialized: Sequence[bytes] | Any, specs: Sequence[FeatureSpec]) -> pa.Table:
+    """Parses serialized ``tf.train.Example`` records with one ``tf.io.parse_example`` call.
+
+    A record lacking a feature gets its default, or a null without one; a record
+    whose feature has the wrong number of values gets a null.
+    """
+    import tensorflow as tf
+
+    tf_dtypes = {"float": tf.float32, "int": tf.int64, "bytes": tf.string, "string": tf.string}
+    features = {
+        s.name: tf.io.RaggedFeature(tf_dtypes[s.dtype], row_splits_dtype=tf.int64) for s in specs
+    }
+    parsed = tf.io.parse_example(tf.convert_to_tensor(serialized, dtype=tf.string), features)
+    n = int(tf.shape(parsed[specs[0].name].row_splits)[0]) - 1 if specs else 0
+    columns = [_to_arrow(parsed[s.name], s, n) for s in specs]
+    return pa.Table.from_arrays(columns, schema=arrow_schema(specs))
+
+
+def _to_arrow(ragged: Any, spec: FeatureSpec, n: int) -> pa.Array:
+    values = ragged.values.numpy()
+    splits = ragged.row_splits.numpy()
+    lengths = np.diff(splits)
+    width = spec.width
+    ok = lengths == width
+    if ok.all():
+        flat = values
+    else:
+        # Rows with the wrong number of values read `width` filler values past the end.
+        filler = (
+            np.full(width, b"", dtype=object)
+            if values.dtype == object
+            else np.zeros(width, values.dtype)
+        )
+        padded = np.concatenate([values, filler])
+        starts = np.where(ok, splits[:-1], len(values))
+        flat = padded[(starts[:, None] + np.arange(width)).ravel()]
+        if spec.default is not None:
+            missing = lengths == 0
+            if missing.any():
+                flat = flat.reshape(n, width)
+                flat[missing] = _default_values(spec)
+                flat = flat.ravel()
+                ok = ok | missing
+    mask = None if ok.all() else ~ok
+    if not spec.shape:
+        return pa.array(flat, type=_ARROW_TYPES[spec.dtype], mask=mask)
+    flat_arr = pa.array(flat, type=_ARROW_TYPES[spec.dtype])
+    return pa.FixedSizeListArray.from_arrays(
+        flat_arr, width, mask=None if mask is None else pa.array(mask)
+    )
+
+
+def _default_values(spec: FeatureSpec) -> np.ndarray:
+    default = spec.default if isinstance(spec.default, list) else [spec.default]
+    if spec.dtype in ("bytes", "string"):
+        default = [d.encode() if isinstance(d, str) else d for d in default]
+        return np.array(default * (spec.width // len(default)), dtype=object)
+    return np.array(default * (spec.width // len(default)))
+
+
+def example_bytes(row: Mapping[str, Any]) -> bytes:
+    """Serializes one row (feature name -> value or list) as a ``tf.train.Example`` (tests, tools)."""
+    import tensorflow as tf
+
+    feature = {}
+    for name, value in row.items():
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        if values and isinstance(values[0], (bytes, str)):
+            values = [v.encode() if isinstance(v, str) else v for v in values]
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif values and isinstance(values[0], (float, np.floating)):
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        else:
+            feature[name] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[int(v) for v in values])
+            )
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+# --------------------------------------------------------------------------- Beam
+
+
+class _NamedTFRecordSource(_TFRecordSource):
+    """Beam's TFRecord source whose read errors name the file."""
+
+    def read_records(self, file_name: str, offset_range_tracker: Any) -> Iterable[bytes]:
+        try:
+            yield from super().read_records(file_name, offset_range_tracker)
+        except Exception as e:
+            detail = str(e).split(": b'")[0]  # drop Beam's hex dump of the bad bytes
+            raise CorruptTFRecordError(
+                f"TFRecord file {file_name} is truncated or corrupt: {detail}"
+            ) from e
+
+
+class _ParseExamplesDoFn(beam.DoFn):
+    def __init__(self, specs: Sequence[FeatureSpec]) -> None:
+        self._specs = tuple(specs)
+
+    def process(self, records: list[bytes]) -> Iterable[pa.Table]:
+        if records:
+            yield parse_examples(records, self._specs)
+
+
+class ReadTFRecordBatches(beam.PTransform):
+    """TFRecord files -> Arrow tables of up to ``batch_rows`` parsed ``tf.train.Example`` rows."""
+
+    def __init__(
+        self,
+        pattern: str,
+        specs: Sequence[FeatureSpec],
+        batch_rows: int = DEFAULT_PARSE_ROWS,
+        columns: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        wanted = set(columns) if columns is not None else None
+        self._specs = tuple(s for s in specs if wanted is None or s.name in wanted)
+        if not self._specs:
+            raise ValueError("no features to read")
+        self._pattern = pattern
+        self._batch_rows = batch_rows
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        source = _NamedTFRecordSource(
+            self._pattern, beam.coders.BytesCoder(), CompressionTypes.AUTO, validate=True
+        )
+        return (
+            pbegin
+            | "ReadRecords" >> beam.io.Read(source)
+            | "BatchRecords"
+            >> beam.BatchElements(min_batch_size=self._batch_rows, max_batch_size=self._batch_rows)
+            | "ParseExamples"
+            >> beam.ParDo(_ParseExamplesDoFn(self._specs)).with_output_types(pa.Table)
+        )
