@@ -34,10 +34,6 @@ from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, s
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
-from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
-from transforms.io import ReadParquetBatches
-from transforms.postprocess import score_and_postprocess
-from transforms.validate import ValidateFeatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,28 +215,9 @@ def build_pipeline(
         not plan.postprocess and len(plan.output_names) != 1
     ):
         raise ConfigError("calibrate needs a model with one output (class probabilities or logits)")
-    tables = pipeline | "Read" >> ReadParquetBatches(plan.input_files, plan.read_columns)
-    validated = (
-        tables
-        | "Shard" >> Rebatch(config.batch_size)
-        | "Validate" >> ValidateFeatures(plan.layout, config.id_columns)
-    )
-    if plan.postprocess is None:
-        handler = KerasModelHandler(
-            plan.model_spec,
-            plan.layout.widths(),
-            max_batch_rows=config.batch_size,
-            min_batch_rows=config.min_batch_size,
-        )
-        scored, errors = validated.batches | f"Model[{plan.model_id}]" >> RunKerasInference(handler)
-    else:
-        scored, errors = score_and_postprocess(
-            validated.batches,
-            plan.postprocess,
-            plan.layout.widths(),
-            max_batch_rows=config.batch_size,
-            min_batch_rows=config.min_batch_size,
-        )
+    tables = pipeline | "Read" >> score.read_input(plan)
+    validated = tables | "Validate" >> score.PrepareBatches(plan, config.id_columns)
+    scored, errors = validated.batches | "Score" >> score.ScoreBatches(plan)
     failed = (
         (validated.errors, errors)
         | "AllErrors" >> beam.Flatten()

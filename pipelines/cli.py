@@ -6,6 +6,7 @@ with status 2; no traceback. ``--verbose`` shows tracebacks.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -77,5 +78,20 @@ def _short(e: BaseException) -> str:
     return lines[-1][:500]
 
 
+def entry() -> None:
+    """Console-script entry point: runs :func:`main`, then exits without interpreter teardown.
+
+    Tearing down TensorFlow's and Beam's thread pools and module state at
+    interpreter exit takes ~1.4 s on a 2-core machine, after the job is done
+    and every output file is closed. Logs and standard streams are flushed
+    first, so nothing is lost.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ScoreConfig, split_beam_args
 from transforms.errors import ConfigError
-from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
+from transforms.io import input_pattern, match_files, read_parquet_schema
 from transforms.profile import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
@@ -39,8 +39,6 @@ from transforms.profile import (
 )
 from transforms.profiling import BuildProfile, Candidate, ProfileSettings
 from transforms.tfrecord import (
-    DEFAULT_PARSE_ROWS,
-    ReadTFRecordBatches,
     arrow_schema,
     plan_features,
     resolve_input_format,
@@ -268,7 +266,9 @@ def plan(config: ProfileConfig) -> ProfilePlan:
 
 def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollection:
     """Adds the profile steps to ``pipeline``; returns the PCollection of the profile dict."""
-    from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
+    from pipelines import score
+    from transforms.inference import Rebatch
+    from transforms.sources import ReadInput
     from transforms.validate import ValidateFeatures
 
     config = plan.config
@@ -277,28 +277,24 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
         "input_files": len(plan.input_files),
         "skipped_columns": plan.skipped,
     }
-    if plan.input_format == "tfrecord":
-        tables = pipeline | "Read" >> ReadTFRecordBatches(
-            plan.input_pattern,
-            plan.tfrecord_features,
-            min(config.batch_size, DEFAULT_PARSE_ROWS),
-            plan.read_columns,
-        )
-    else:
-        tables = pipeline | "Read" >> ReadParquetBatches(list(plan.input_files), plan.read_columns)
+    tables = pipeline | "Read" >> ReadInput(
+        input_format=plan.input_format,
+        files=plan.input_files,
+        pattern=plan.input_pattern,
+        columns=plan.read_columns,
+        tfrecord_features=plan.tfrecord_features,
+        batch_rows=config.batch_size,
+    )
     batches = tables | "Shard" >> Rebatch(config.batch_size)
     output_names: tuple[str, ...] = ()
     if plan.scoring is not None:
         sp = plan.scoring
         metadata["model"] = sp.model_id
         output_names = sp.output_names
-        handler = KerasModelHandler(
-            sp.model_spec, sp.layout.widths(), max_batch_rows=config.batch_size
-        )
         validated = batches | "Validate" >> ValidateFeatures(
             sp.layout, [c.column for c in plan.candidates]
         )
-        batches, _ = validated.batches | f"Model[{sp.model_id}]" >> RunKerasInference(handler)
+        batches, _ = validated.batches | "Score" >> score.ScoreBatches(sp)
     return batches | "Profile" >> BuildProfile(
         plan.candidates, config.output, plan.settings, output_names, metadata
     )

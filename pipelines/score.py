@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -46,7 +46,6 @@ from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.io import (
     ERRORS_PREFIX,
     PREDICTIONS_PREFIX,
-    ReadParquetBatches,
     WriteErrors,
     WritePredictions,
     input_pattern,
@@ -57,11 +56,10 @@ from transforms.io import (
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
+from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
-    DEFAULT_PARSE_ROWS,
     FeatureSpec,
-    ReadTFRecordBatches,
     arrow_schema,
     plan_features,
     resolve_input_format,
@@ -170,6 +168,71 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     )
 
 
+def read_input(plan: ScoringPlan) -> ReadInput:
+    """The plan's input files as Arrow tables (Parquet row groups or parsed TFRecord batches)."""
+    return ReadInput(
+        input_format=plan.input_format,
+        files=plan.input_files,
+        pattern=plan.input_pattern,
+        columns=plan.read_columns,
+        tfrecord_features=plan.tfrecord_features,
+        batch_rows=plan.config.batch_size,
+    )
+
+
+class PrepareBatches(beam.PTransform):
+    """Arrow tables -> ScoringBatches of at most ``batch_size`` rows, validated or preprocessed.
+
+    Returns:
+        A ``DoOutputsTuple`` with ``batches`` and ``errors`` (errors tables).
+    """
+
+    def __init__(self, plan: ScoringPlan, keep_columns: Sequence[str]) -> None:
+        super().__init__()
+        self._plan = plan
+        self._keep = list(keep_columns)
+
+    def expand(self, tables: beam.PCollection):
+        plan, config = self._plan, self._plan.config
+        sliced = tables | "Shard" >> Rebatch(config.batch_size)
+        if config.reshuffle:
+            sliced = sliced | "Reshuffle" >> beam.Reshuffle()
+        if plan.preprocess is not None:
+            return sliced | "Preprocess" >> PreprocessFeatures(plan.preprocess, self._keep)
+        return sliced | "Check" >> ValidateFeatures(plan.layout, self._keep)
+
+
+class ScoreBatches(beam.PTransform):
+    """ScoringBatches -> ``(scored batches, errors tables)``.
+
+    One model through ``RunInference`` (step ``Model[<id>]``), or, with a
+    post-processing plan, the ensemble members / A-B arms / fallback followed
+    by calibration, clipping and labels.
+    """
+
+    def __init__(self, plan: ScoringPlan) -> None:
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, batches: beam.PCollection):
+        plan, config = self._plan, self._plan.config
+        if plan.postprocess is not None:
+            return score_and_postprocess(
+                batches,
+                plan.postprocess,
+                plan.layout.widths(),
+                max_batch_rows=config.batch_size,
+                min_batch_rows=config.min_batch_size,
+            )
+        handler = KerasModelHandler(
+            plan.model_spec,
+            plan.layout.widths(),
+            max_batch_rows=config.batch_size,
+            min_batch_rows=config.min_batch_size,
+        )
+        return batches | f"Model[{plan.model_id}]" >> RunKerasInference(handler)
+
+
 def build_pipeline(
     pipeline: beam.Pipeline, plan: ScoringPlan, *, started_at: float | None = None
 ) -> beam.PCollection:
@@ -180,40 +243,11 @@ def build_pipeline(
     """
     config = plan.config
     started_at = time.time() if started_at is None else started_at
-    handler = KerasModelHandler(
-        plan.model_spec,
-        plan.layout.widths(),
-        max_batch_rows=config.batch_size,
-        min_batch_rows=config.min_batch_size,
+    tables = pipeline | "Read" >> read_input(plan)
+    validated = tables | "Validate" >> PrepareBatches(
+        plan, kept_columns(config.id_columns, plan.drift)
     )
-
-    if plan.input_format == "tfrecord":
-        parse_rows = min(config.batch_size, DEFAULT_PARSE_ROWS)
-        tables = pipeline | "Read" >> ReadTFRecordBatches(
-            plan.input_pattern, plan.tfrecord_features, parse_rows, plan.read_columns
-        )
-    else:
-        tables = pipeline | "Read" >> ReadParquetBatches(plan.input_files, plan.read_columns)
-    sliced = tables | "Shard" >> Rebatch(config.batch_size)
-    if config.reshuffle:
-        sliced = sliced | "Reshuffle" >> beam.Reshuffle()
-    validated = sliced | "Validate" >> (
-        PreprocessFeatures(plan.preprocess, kept_columns(config.id_columns, plan.drift))
-        if plan.preprocess
-        else ValidateFeatures(plan.layout, kept_columns(config.id_columns, plan.drift))
-    )
-    if plan.postprocess is None:
-        scored, inference_errors = validated.batches | f"Model[{plan.model_id}]" >> (
-            RunKerasInference(handler)
-        )
-    else:
-        scored, inference_errors = score_and_postprocess(
-            validated.batches,
-            plan.postprocess,
-            plan.layout.widths(),
-            max_batch_rows=config.batch_size,
-            min_batch_rows=config.min_batch_size,
-        )
+    scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
     errors = (validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
     if plan.drift is not None:
@@ -309,7 +343,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from pipelines import console
 
     started_at = time.time()
-    argv = list(os.sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     wait = "--wait" in argv
     config, beam_args, verbosity = parse_args(argv)
     console.configure(verbosity)
@@ -388,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m pipelines.score``."""
     from pipelines.cli import main as cli_main
 
-    return cli_main(["score", *(argv if argv is not None else os.sys.argv[1:])])
+    return cli_main(["score", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

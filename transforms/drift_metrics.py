@@ -38,7 +38,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import special, stats
 
 from transforms.errors import ConfigError
 
@@ -131,6 +130,8 @@ def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
         return 1.0
     big, small = max(n, m), min(n, m)
     en = big * small / (big + small)
+    from scipy import stats  # imported lazily: scipy.stats costs ~0.5 s at start-up
+
     return float(np.clip(stats.kstwo.sf(ks_statistic(reference, current), np.round(en)), 0, 1))
 
 
@@ -142,6 +143,8 @@ def chi2_p_value(reference: np.ndarray, current: np.ndarray) -> float:
         return 1.0
     expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     chi2 = float(np.sum((table - expected) ** 2 / expected))
+    from scipy import special
+
     return float(special.chdtrc(table.shape[1] - 1, chi2))
 
 
