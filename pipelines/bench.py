@@ -188,7 +188,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print("(c) compute limit (in-process) ...", flush=True)
     results["c_compute_limit"] = compute_limit(model)
 
-    runs: dict[str, list[dict[str, Any]]] = {"a_pipeline": [], "b_script": []}
+    runs: dict[str, list[dict[str, Any]]] = {"a_pipeline": [], "b_script": [], "a_bf16": []}
     for r in range(args.rounds):
         out_a = workdir / "out_pipeline"
         cmd_a = [
@@ -219,8 +219,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             str(workdir / "out_script.parquet"),
         ]
         runs["b_script"].append(timed_process(cmd_b))
+        cmd_bf16 = [*cmd_a, "--precision", "bfloat16"]
+        cmd_bf16[cmd_bf16.index(str(out_a))] = str(workdir / "out_pipeline_bf16")
+        runs["a_bf16"].append(timed_process(cmd_bf16))
         print(
-            f"  round {r + 1}: pipeline {runs['a_pipeline'][-1]['seconds']:.1f}s, script {runs['b_script'][-1]['seconds']:.1f}s",
+            f"  round {r + 1}: pipeline {runs['a_pipeline'][-1]['seconds']:.1f}s, "
+            f"script {runs['b_script'][-1]['seconds']:.1f}s, "
+            f"pipeline --precision bfloat16 {runs['a_bf16'][-1]['seconds']:.1f}s",
             flush=True,
         )
     for key, measured in runs.items():
@@ -276,6 +281,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ratios = {
         "a/b": a / results["b_script"]["rows_per_second"],
         "a/c": a / results["c_compute_limit"]["rows_per_second"],
+        "a_bf16/b": results["a_bf16"]["rows_per_second"] / results["b_script"]["rows_per_second"],
     }
     if "rows_per_second" in results.get("d_beam_stock", {}):
         ratios["a/d"] = a / results["d_beam_stock"]["rows_per_second"]
@@ -300,6 +306,7 @@ def format_table(results: dict[str, Any]) -> str:
     rows = [
         ("(a) batch-score pipeline, whole process", results["a_pipeline"]),
         ("(b) hand-written pyarrow + Keras script, whole process", results["b_script"]),
+        ("(a') batch-score pipeline, --precision bfloat16 (opt-in)", results.get("a_bf16", {})),
         ("(c) compute limit: compiled fn, in-memory, best batch", results["c_compute_limit"]),
         ("(d) stock Beam RunInference, per row", results.get("d_beam_stock", {})),
     ]

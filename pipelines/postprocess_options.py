@@ -328,6 +328,7 @@ def model_spec(config: Any, path: str) -> Any:
         custom_objects=tuple(config.custom_objects),
         safe_mode=not config.unsafe_deserialization,
         signature=config.signature,
+        precision=config.precision,
     )
 
 

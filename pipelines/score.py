@@ -118,12 +118,7 @@ def plan(config: ScoreConfig) -> ScoringPlan:
             raise ConfigError(
                 f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
             )
-    spec = ModelSpec(
-        path=postprocess_options.primary_path(config),
-        custom_objects=tuple(config.custom_objects),
-        safe_mode=not config.unsafe_deserialization,
-        signature=config.signature,
-    )
+    spec = postprocess_options.model_spec(config, postprocess_options.primary_path(config))
     model = load(spec)
     preprocess_plan = plan_from_config(config.preprocess, schema, model.inputs)
     if preprocess_plan is None:

@@ -139,3 +139,22 @@ def test_health_check_rejects_nan_weights_and_wrong_width(tmp_path):
     bad = load(ModelSpec(str(tmp_path / "nan.keras")))
     with pytest.raises(ModelError, match="contains NaN or Inf"):
         health_check(bad, {bad.inputs[0].name: 5})
+
+
+def test_bfloat16_precision_is_close_to_float32_and_opt_in(tmp_path):
+    model = util.mlp(5, outputs=3)
+    model.save(tmp_path / "m.keras")
+    x = _x(n=256)
+    exact = load(ModelSpec(str(tmp_path / "m.keras")))
+    fast = load(ModelSpec(str(tmp_path / "m.keras"), precision="bfloat16"))
+    assert exact.format == "keras" and fast.format == "keras+bfloat16"
+    ref = util.keras_reference(model, x)
+    got_exact = exact.predict({"x": x})[exact.outputs[0].name]
+    got_fast = fast.predict({"x": x})[fast.outputs[0].name]
+    np.testing.assert_allclose(got_exact, ref, atol=1e-6)
+    assert got_fast.dtype == np.float32
+    np.testing.assert_allclose(got_fast, ref, atol=2e-2)
+    assert np.abs(got_fast - ref).max() > 0, "bfloat16 should not be bit-identical to float32"
+    model.export(str(tmp_path / "sm"))
+    with pytest.raises(ModelError, match=r"--precision bfloat16 needs a \.keras or \.h5 model"):
+        load(ModelSpec(str(tmp_path / "sm"), precision="bfloat16"))

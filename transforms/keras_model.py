@@ -37,12 +37,16 @@ class ModelSpec:
         custom_objects: ``module:attr`` references imported on each worker.
         safe_mode: Refuse arbitrary code (lambda layers) in ``.keras`` files.
         signature: SavedModel signature name; ``None`` picks ``serving_default``.
+        precision: ``float32`` (exactly ``model(x, training=False)``) or
+            ``bfloat16`` (opt-in: Keras ``mixed_bfloat16`` compute, float32 outputs;
+            faster on CPUs with AVX512-BF16 and on GPUs, ~1e-3 absolute difference).
     """
 
     path: str
     custom_objects: tuple[str, ...] = ()
     safe_mode: bool = True
     signature: str | None = None
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +324,11 @@ def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedM
         for n, t in zip(output_names, model.outputs, strict=True)
     ]
 
+    if spec.precision != "float32":
+        model = with_dtype_policy(model, f"mixed_{spec.precision}", spec.path)
+        outputs = [dataclasses.replace(info, dtype="float32") for info in outputs]
+        fmt = f"{fmt}+{spec.precision}"
+
     structure_is_dict = isinstance(model.input, dict)
     single = len(inputs) == 1 and not structure_is_dict
     if single:
@@ -371,14 +380,50 @@ def _input_name(tensor: Any, index: int) -> str:
 
 def _name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
     if isinstance(result, dict):
-        return result
-    if isinstance(result, (list, tuple)):
-        return dict(zip(names, result, strict=True))
-    return {names[0]: result}
+        named = dict(result)
+    elif isinstance(result, (list, tuple)):
+        named = dict(zip(names, result, strict=True))
+    else:
+        named = {names[0]: result}
+    # bfloat16 outputs (``--precision bfloat16``) leave the model as float32.
+    return {
+        k: (v.numpy().astype(np.float32) if v.dtype.name == "bfloat16" else v)
+        for k, v in named.items()
+    }
+
+
+def with_dtype_policy(model: Any, policy: str, path: str) -> Any:
+    """A clone of a functional or Sequential Keras model whose layers compute under ``policy``.
+
+    Variables stay float32 (the weights are copied); inputs and matmuls are cast,
+    as in Keras mixed precision.
+    """
+    import keras
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    try:
+        cloned = keras.models.clone_model(model, clone_function=clone)
+        cloned.set_weights(model.get_weights())
+    except Exception as e:
+        raise ModelError(
+            f"model {path}: cannot run under the {policy!r} dtype policy ({_first_line(e)}); "
+            "use --precision float32"
+        ) from None
+    return cloned
 
 
 def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel:
     import tensorflow as tf
+
+    if spec.precision != "float32":
+        raise ModelError(
+            f"model {spec.path}: --precision {spec.precision} needs a .keras or .h5 model; "
+            "a SavedModel's graph has fixed dtypes"
+        )
 
     try:
         root = tf.saved_model.load(local)
