@@ -327,18 +327,14 @@ def reference_shifts(profile: Profile) -> dict[str, float]:
     }
 
 
-class HistogramFn(beam.CombineFn):
-    """Columnar batches -> one :class:`DriftAccumulator` (mergeable, runner-agnostic)."""
-
-    def __init__(self, targets: Sequence[Target], shifts: Mapping[str, float]) -> None:
-        self._targets = tuple(targets)
-        self._shifts = dict(shifts)
+class MergeAccumulatorsFn(beam.CombineFn):
+    """Merges :class:`DriftAccumulator` objects (mergeable, runner-agnostic)."""
 
     def create_accumulator(self) -> DriftAccumulator:
         return DriftAccumulator()
 
-    def add_input(self, acc: DriftAccumulator, batch: ScoringBatch | pa.Table) -> DriftAccumulator:
-        return acc.merge(accumulate(batch, self._targets, self._shifts))
+    def add_input(self, acc: DriftAccumulator, element: DriftAccumulator) -> DriftAccumulator:
+        return acc.merge(element)
 
     def merge_accumulators(self, accumulators: Iterable[DriftAccumulator]) -> DriftAccumulator:
         merged = DriftAccumulator()
@@ -348,6 +344,17 @@ class HistogramFn(beam.CombineFn):
 
     def extract_output(self, acc: DriftAccumulator) -> DriftAccumulator:
         return acc
+
+
+class HistogramFn(MergeAccumulatorsFn):
+    """Columnar batches -> one :class:`DriftAccumulator` of histograms on the reference bins."""
+
+    def __init__(self, targets: Sequence[Target], shifts: Mapping[str, float]) -> None:
+        self._targets = tuple(targets)
+        self._shifts = dict(shifts)
+
+    def add_input(self, acc: DriftAccumulator, batch: ScoringBatch | pa.Table) -> DriftAccumulator:  # type: ignore[override]
+        return acc.merge(accumulate(batch, self._targets, self._shifts))
 
 
 # --------------------------------------------------------------------------- report

@@ -30,6 +30,7 @@ from transforms.drift import (
     FEATURE,
     PREDICTION,
     DriftAccumulator,
+    MergeAccumulatorsFn,
     Target,
     accumulate,
     batch_parts,
@@ -361,25 +362,6 @@ def assemble_profile(
             )
         (features if t.source == FEATURE else predictions)[t.name] = stats
     return Profile(features, predictions, histograms.rows, dict(metadata))
-
-
-class MergeAccumulatorsFn(beam.CombineFn):
-    """Merges per-batch :class:`DriftAccumulator` objects."""
-
-    def create_accumulator(self) -> DriftAccumulator:
-        return DriftAccumulator()
-
-    def add_input(self, acc: DriftAccumulator, element: DriftAccumulator) -> DriftAccumulator:
-        return acc.merge(element)
-
-    def merge_accumulators(self, accumulators: Iterable[DriftAccumulator]) -> DriftAccumulator:
-        merged = DriftAccumulator()
-        for acc in accumulators:
-            merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc: DriftAccumulator) -> DriftAccumulator:
-        return acc
 
 
 def _histogram(batch: ScoringBatch | pa.Table, targets: Sequence[Target]) -> DriftAccumulator:
