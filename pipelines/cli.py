@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "score": ("pipelines.score", "Score Parquet data with a Keras model."),
+    "score": ("pipelines.score", "Score Parquet or TFRecord data with a Keras model."),
     "profile": ("pipelines.profile", "Profile reference data (and predictions) for drift checks."),
     "calibrate": ("pipelines.calibrate", "Fit probability calibration on labelled data."),
     "fit-preprocess": (
@@ -24,7 +24,8 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: batch-score <command> [flags]", "", "commands:"]
-    lines += [f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2
+    lines += [f"  {name:<{width}}{doc}" for name, (_, doc) in COMMANDS.items()]
     lines += ["", "Run `batch-score <command> --help` for the flags of a command."]
     return "\n".join(lines)
 
