@@ -34,6 +34,7 @@ from transforms.drift import (
     Target,
     accumulate,
     batch_parts,
+    numeric_values,
 )
 from transforms.profile import (
     CATEGORICAL,
@@ -200,21 +201,12 @@ def prediction_candidates(
 def _numeric_array(
     table: pa.Table, predictions: Mapping[str, np.ndarray], cand: Candidate
 ) -> tuple[np.ndarray, int]:
-    if cand.source == PREDICTION:
-        values = np.asarray(predictions[cand.column], dtype=np.float64)
-        if cand.index is not None:
-            values = values[:, cand.index]
-        nulls = 0
-    else:
-        col = table.column(cand.column)
-        nulls = col.null_count
-        if nulls:
-            col = pc.drop_null(col)
-        values = np.asarray(col.to_numpy(), dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        nulls += int(bad.sum())
-        values = values[~bad]
+    """Finite float64 values of a numeric candidate, and the count of nulls, NaNs and infinities."""
+    values, nulls = numeric_values(table, predictions, cand)  # type: ignore[arg-type]
+    inf = np.isinf(values)
+    if inf.any():
+        nulls += int(inf.sum())
+        values = values[~inf]
     return values, nulls
 
 
