@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,17 +75,26 @@ def prepare_w1(workdir: Path, rows: int) -> tuple[Path, Path]:
 
 
 def timed_process(cmd: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs ``cmd``; returns wall seconds and peak RSS (MiB) of that process alone."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()  # type: ignore[union-attr]
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}"
-        )
+    """Runs ``cmd``; returns wall seconds and peak RSS (MiB) of that process alone.
+
+    Output goes to temporary files, not pipes, so a chatty child cannot fill a
+    pipe and block while we wait for it.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        if code != 0:
+            out.seek(0)
+            err.seek(0)
+            tail = (
+                out.read().decode(errors="replace")[-2000:],
+                err.read().decode(errors="replace")[-4000:],
+            )
+            raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{tail[0]}\n{tail[1]}")
     return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 

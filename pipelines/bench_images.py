@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pipelines.bench import timed_process
 
 SIZE_IN = 64
 SIZE_OUT = 32
@@ -129,18 +128,6 @@ def prepare_w2(workdir: Path, n_images: int) -> dict[str, Path]:
     return paths
 
 
-def _timed(cmd: Sequence[str]) -> dict[str, Any]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()  # type: ignore[union-attr]
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{out[-2000:]}\n{err[-4000:]}")
-    return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
-
-
 def _predictions(path: Path) -> Any:
     import glob
 
@@ -173,8 +160,8 @@ def run_w2(
                   str(script_out), str(batch), str(SIZE_OUT)]  # fmt: skip
     ours, script = [], []
     for _ in range(rounds):
-        ours.append(_timed(ours_cmd))
-        script.append(_timed(script_cmd))
+        ours.append(timed_process(ours_cmd))
+        script.append(timed_process(script_cmd))
     best_ours = min(ours, key=lambda r: r["seconds"])
     best_script = min(script, key=lambda r: r["seconds"])
     a, b = _predictions(ours_out / "predictions-*.parquet"), _predictions(script_out)
