@@ -142,3 +142,25 @@ def test_help_lists_commands(capsys):
     assert "score" in capsys.readouterr().out
     assert cli.main(["nope"]) == 2
     assert "unknown command 'nope'" in capsys.readouterr().err
+
+
+def test_directory_input_skips_hadoop_marker_and_hidden_files(files, tmp_path):
+    data = tmp_path / "spark_output"
+    data.mkdir()
+    util.write_parquet(data / "part-00000.parquet", util.feature_table(30, 4))
+    (data / "_SUCCESS").write_text("")
+    (data / ".part-00000.parquet.crc").write_bytes(b"crc bytes that are not parquet")
+    summary = score.run(
+        [
+            "--model",
+            str(files / "m.keras"),
+            "--input",
+            str(data),
+            "--output",
+            str(tmp_path / "out"),
+            "--id-column",
+            "id",
+            "--quiet",
+        ]
+    )
+    assert summary["rows_read"] == 30 and summary["input_files"] == 1

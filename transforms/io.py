@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import time
 from collections.abc import Sequence
 
@@ -34,17 +35,26 @@ ERRORS_PREFIX = "errors"
 def match_files(pattern: str) -> list[str]:
     """Files matching ``pattern`` (a path, a directory or a glob), sorted.
 
+    For a directory, names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``
+    files) are skipped, as Hadoop, Spark and Arrow datasets do.
+
     Raises:
         ConfigError: if nothing matches.
     """
     patterns = [pattern]
-    if not any(ch in pattern for ch in "*?[") and _is_dir(pattern):
+    directory = not any(ch in pattern for ch in "*?[") and _is_dir(pattern)
+    if directory:
         patterns = [pattern.rstrip("/") + "/*"]
     try:
         found = FileSystems.match(patterns)[0].metadata_list
     except Exception as e:
         raise ConfigError(f"--input {pattern}: cannot list files: {e}") from None
-    files = sorted(m.path for m in found if m.size_in_bytes > 0 or m.path.endswith(".parquet"))
+    files = sorted(
+        m.path
+        for m in found
+        if (m.size_in_bytes > 0 or m.path.endswith(".parquet"))
+        and not (directory and posixpath.basename(m.path).startswith(("_", ".")))
+    )
     if not files:
         raise ConfigError(f"--input {pattern}: no files match")
     return files
