@@ -33,7 +33,7 @@ from pipelines import score
 from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +166,8 @@ class FitAndWriteDoFn(beam.DoFn):
         try:
             fitted = cal.fit(scores, labels, o.method, input_kind=o.input_kind, n_bins=o.bins)
         except ValueError as e:
-            raise ConfigError(
-                f"cannot fit {o.method} calibration on column {o.label_column!r}: {e}"
+            raise DataError(
+                f"cannot fit {o.method} calibration on label column {o.label_column!r}: {e}"
             ) from None
         report = {
             **fitted.report,

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
 
     from transforms.drift import DriftDetectedError
-    from transforms.errors import ConfigError
+    from transforms.errors import ConfigError, DataError
 
     module = __import__(COMMANDS[command][0], fromlist=["run"])
     try:
@@ -55,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DataError as e:  # the job ran but the data cannot give a result
+        if verbose:
+            raise
+        print(f"error: {_short(e)}", file=sys.stderr)
+        return 1
     except DriftDetectedError as e:  # --fail-on-drift: every output is already written
         print(f"drift: {e}", file=sys.stderr)
         return 3

@@ -15,10 +15,9 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from pipelines import drift_options, postprocess_options
 from transforms.errors import ConfigError
+from transforms.safe_yaml import read_yaml, short_repr
 
 DEFAULT_BATCH_SIZE = 16384
 
@@ -179,16 +178,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_yaml(path: str) -> dict[str, Any]:
-    """Reads a YAML config file through Beam FileSystems (so gs:// works)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as f:
-            data = yaml.safe_load(f.read().decode("utf-8"))
-    except (OSError, Exception) as e:  # Beam wraps missing files in BeamIOError
-        if isinstance(e, yaml.YAMLError):
-            raise ConfigError(f"config file {path}: not valid YAML: {e}") from None
-        raise ConfigError(f"config file {path} cannot be read: {e}") from None
+    """Reads a YAML config file (size and alias limits: :mod:`transforms.safe_yaml`)."""
+    data = read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -220,21 +211,23 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return [value] if key in ("model", "custom_objects") else _csv(value)
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
-        raise ConfigError(f"{where}: expected a string or a list of strings, got {value!r}")
+        raise ConfigError(
+            f"{where}: expected a string or a list of strings, got {short_repr(value)}"
+        )
     if key in {"batch_size", "min_batch_size", "num_shards"}:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {short_repr(value)}")
         return value
     if key == "progress_seconds":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {short_repr(value)}")
         return float(value)
     if key in {"unsafe_deserialization", "reshuffle"}:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {short_repr(value)}")
         return value
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {short_repr(value)}")
     return value
 
 
@@ -296,31 +289,42 @@ def _validate(config: ScoreConfig) -> None:
 def split_beam_args(beam_args: Sequence[str]) -> list[str]:
     """Returns ``beam_args`` after checking that Beam knows every flag in it.
 
+    Beam's flags may be written ``--flag=value`` or ``--flag value``; they are
+    parsed with Beam's own option parser, so a value is never mistaken for a
+    stray argument.
+
     Raises:
         ConfigError: for a flag neither this tool nor Beam defines (a typo would
-            otherwise be discarded by Beam with only a log line).
+            otherwise be discarded by Beam with only a log line), then for a
+            stray positional argument.
     """
+    leftovers = _beam_leftovers(beam_args)
+    unknown = [a.split("=", 1)[0] for a in leftovers if a.startswith("-")]
+    if unknown:
+        hint = _suggest(unknown[0], _our_flags())
+        raise ConfigError(
+            f"unknown flag(s) {', '.join(unknown)}{hint}; "
+            "run `batch-score <command> --help` for this tool's flags"
+        )
+    if leftovers:
+        shown = ", ".join(short_repr(a) for a in leftovers[:5])
+        raise ConfigError(
+            f"unexpected argument(s) {shown}: every setting is a --flag "
+            "(quote a glob such as --input 'data/*.parquet' so the shell does not expand it)"
+        )
+    return list(beam_args)
+
+
+def _beam_leftovers(beam_args: Sequence[str]) -> list[str]:
+    """The tokens of ``beam_args`` that no Beam pipeline option consumes."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    options = PipelineOptions(list(beam_args))
-    known = set(options.get_all_options(retain_unknown_options=False))
-    every = set(options.get_all_options(retain_unknown_options=True))
-    unknown = every - known
-    if unknown:
-        typed = [
-            a.split("=", 1)[0]
-            for a in beam_args
-            if a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in unknown
-        ]
-        hint = _suggest(typed[0], _our_flags()) if typed else ""
-        raise ConfigError(
-            f"unknown flag(s) {', '.join(typed or sorted(unknown))}{hint}; "
-            "run `batch-score score --help` for this tool's flags"
-        )
-    stray = [a for a in beam_args if not a.startswith("-")]
-    if stray:
-        raise ConfigError(f"unexpected argument(s) {stray}: every setting is a --flag")
-    return list(beam_args)
+    parsers: list[argparse.ArgumentParser] = []
+    # get_all_options builds the parser of every registered options class and
+    # hands it to this hook; parsing with it again tells consumed values apart.
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    _, leftovers = parsers[0].parse_known_args(list(beam_args))
+    return leftovers
 
 
 def _our_flags() -> list[str]:

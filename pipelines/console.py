@@ -62,6 +62,10 @@ def configure(verbosity: str = "normal") -> None:
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
+        # Beam logs a failing DoFn's traceback before re-raising it; the CLI prints
+        # the exception itself as one ``error:`` line (--verbose shows both).
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    if not verbose:
         try:
             import absl.logging
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from transforms import drift_metrics as dm
 from transforms.errors import ConfigError
+from transforms.safe_yaml import short_repr
 
 FIELDS = ("reference_profile", "fail_on_drift", "drift_thresholds", "drift_share")
 
@@ -55,15 +56,15 @@ def coerce(key: str, value: Any, where: str) -> Any:
     """Checks a YAML value of a drift key; ``drift_thresholds`` may be a mapping."""
     if key == "reference_profile":
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a path, got {value!r}")
+            raise ConfigError(f"{where}: expected a path, got {short_repr(value)}")
         return value
     if key == "fail_on_drift":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {short_repr(value)}")
         return value
     if key == "drift_share":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {short_repr(value)}")
         return float(value)
     if isinstance(value, dict):  # {psi: 0.25, "age:js": 0.3, ks: off}; YAML reads off as false
         return [f"{k}={'off' if v is None or v is False else v}" for k, v in value.items()]
@@ -72,7 +73,7 @@ def coerce(key: str, value: Any, where: str) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise ConfigError(
-        f"{where}: expected a mapping of metric (or feature:metric) to threshold, got {value!r}"
+        f"{where}: expected a mapping of metric (or feature:metric) to threshold, got {short_repr(value)}"
     )
 
 

@@ -26,6 +26,7 @@ from transforms.errors import ConfigError
 from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
 from transforms.preprocess import check_columns, load_spec
 from transforms.preprocess_fit import FitPreprocessSpec
+from transforms.safe_yaml import read_yaml
 from transforms.tfrecord import (
     DEFAULT_PARSE_ROWS,
     ReadTFRecordBatches,
@@ -108,8 +109,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     build_pipeline(pipeline, args)
     pipeline.run().wait_until_finish()
-    with FileSystems.open(args.output) as f:
-        fitted = yaml.safe_load(f.read().decode("utf-8"))
+    fitted = read_yaml(args.output, "fitted spec")
     console.echo(f"fitted spec written to {args.output} in {time.time() - started:.1f}s")
     return fitted
 

@@ -421,7 +421,7 @@ def fit(
     s = as_scores(scores)
     y = check_labels(labels, s)
     if len(y) == 0:
-        raise ValueError("no labelled rows to calibrate on")
+        raise ValueError("no rows with a non-null label to calibrate on")
     kind = input_kind or detect_input_kind(s)
     if kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {kind!r}")

@@ -9,5 +9,12 @@ class ModelError(ConfigError):
     """The model cannot be loaded, or does not fit the configured features."""
 
 
+class DataError(ValueError):
+    """The job read the data but cannot produce a result from it (e.g. every label is null).
+
+    The CLI prints its message as one ``error:`` line and exits with status 1.
+    """
+
+
 class ReconciliationError(RuntimeError):
     """rows_read != rows_scored + rows_failed: the job lost or duplicated rows."""

@@ -47,6 +47,7 @@ from transforms import preprocess_ops as ops
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
 from transforms.keras_model import TensorInfo
+from transforms.safe_yaml import read_yaml
 from transforms.validate import FeatureLayout, InputBinding, error_table
 
 STAGE = "preprocess"
@@ -142,7 +143,7 @@ def load_spec(source: str | Mapping[str, Any], *, base_dir: str | None = None) -
         ConfigError: naming the feature and the key that is wrong.
     """
     if isinstance(source, str):
-        raw = _read_yaml(source)
+        raw = read_yaml(source, "preprocessing spec")
         base_dir = base_dir or posixpath.dirname(source)
         where = source
     else:
@@ -179,19 +180,6 @@ def load_spec(source: str | Mapping[str, Any], *, base_dir: str | None = None) -
             parsed[str(name)] = tuple(str(m) for m in members)
         inputs = parsed
     return PreprocessSpec(features, inputs, raw)
-
-
-def _read_yaml(path: str) -> Any:
-    import yaml
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as f:
-            return yaml.safe_load(f.read().decode("utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"preprocessing spec {path}: not valid YAML: {e}") from None
-    except Exception as e:
-        raise ConfigError(f"preprocessing spec {path} cannot be read: {e}") from None
 
 
 def read_vocab_file(path: str) -> list[str]:

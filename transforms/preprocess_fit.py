@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import preprocess_ops as ops
+from transforms.errors import DataError
 from transforms.preprocess import FeatureSpec, PreprocessSpec
 
 
@@ -158,14 +159,18 @@ def fitted_spec(spec: PreprocessSpec, stats: Mapping[str, Any]) -> dict[str, Any
         if "fill_missing mean" in needs:
             m = s.get("raw", Moments())
             if m.count == 0:
-                raise ValueError(f"feature {f.name!r}: no non-missing values to compute the mean")
+                raise DataError(
+                    f"feature {f.name!r}: every value is null or missing; cannot compute the mean"
+                )
             out["fill_missing"] = {"mean": m.mean}
         for op in ("standardize", "min_max"):
             if op not in needs:
                 continue
             m = s.get("norm", Moments())
             if m.count == 0:
-                raise ValueError(f"feature {f.name!r}: no finite values to fit {op}")
+                raise DataError(
+                    f"feature {f.name!r}: every value is null or non-finite; cannot fit {op}"
+                )
             if op == "standardize":
                 out[op] = {"mean": m.mean, "std": m.std if m.std > 0 else 1.0}
             else:
@@ -173,7 +178,9 @@ def fitted_spec(spec: PreprocessSpec, stats: Mapping[str, Any]) -> dict[str, Any
         if "vocab" in needs:
             vocab = _vocabulary(f, s.get("vocab", Counter()))
             if not vocab:
-                raise ValueError(f"feature {f.name!r}: no values to build a vocabulary from")
+                raise DataError(
+                    f"feature {f.name!r}: every value is null; cannot build a vocabulary"
+                )
             out["vocab"] = [v.item() if isinstance(v, np.generic) else v for v in vocab]
     return raw
 
