@@ -245,13 +245,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     config, options, beam_args, verbosity = parse_args(argv)
     console.configure(verbosity)
-    if config.input_format not in ("auto", "parquet"):
-        raise ConfigError("calibrate reads Parquet input")
     plan = score.plan(config)
-    if plan.preprocess is not None:
-        raise ConfigError(
-            "calibrate does not support a preprocessing spec yet; score the features directly"
-        )
     label_type = (
         plan.input_schema.field(options.label_column).type
         if options.label_column in plan.input_schema.names

@@ -105,6 +105,12 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         help="Preprocessing spec YAML (see README, Preprocessing); replaces feature validation.",
     )
     parser.add_argument(
+        "--tfrecord-features",
+        dest="tfrecord_features",
+        default=s,
+        help="YAML file with a tfrecord_features spec (default: inferred from the first records).",
+    )
+    parser.add_argument(
         "--id-column",
         dest="id_columns",
         action="append",

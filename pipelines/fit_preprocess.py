@@ -21,7 +21,7 @@ import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import load_yaml, split_beam_args
+from pipelines.config import split_beam_args
 from transforms.errors import ConfigError
 from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
 from transforms.preprocess import check_columns, load_spec
@@ -75,12 +75,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PC
     fmt = resolve_input_format(args.input_format, files)
     pattern = input_pattern(files, args.input)
     if fmt == "tfrecord":
-        raw = (
-            load_yaml(args.tfrecord_features).get("tfrecord_features")
-            if args.tfrecord_features
-            else None
-        )
-        features = plan_features(raw, files)
+        features = plan_features(args.tfrecord_features, files)
         check_columns(spec, arrow_schema(features))
         tables = pipeline | "Read" >> ReadTFRecordBatches(
             pattern, features, DEFAULT_PARSE_ROWS, spec.columns

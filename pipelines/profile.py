@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.config import ScoreConfig, split_beam_args
 from transforms.errors import ConfigError
 from transforms.io import input_pattern, match_files, read_parquet_schema
+from transforms.preprocess import check_columns, load_spec
 from transforms.profile import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
@@ -61,6 +62,8 @@ class ProfileConfig:
     id_columns: tuple[str, ...] = ()
     feature_columns: tuple[str, ...] | None = None
     model: str | None = None
+    preprocess: str | None = None
+    tfrecord_features: str | None = None
     custom_objects: tuple[str, ...] = ()
     unsafe_deserialization: bool = False
     signature: str | None = None
@@ -121,6 +124,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         "the model's feature columns, as in `score`).",
     )
     p.add_argument("--model", default=None, help="Also profile this model's predictions.")
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        help="Preprocessing spec YAML, as in `score`: with --model the model is fed through it; "
+        "the raw columns it reads are profiled (default features without --feature-columns).",
+    )
+    p.add_argument(
+        "--tfrecord-features",
+        dest="tfrecord_features",
+        default=None,
+        help="YAML file with a tfrecord_features spec (default: inferred from the first records).",
+    )
     p.add_argument("--custom-object", dest="custom_objects", action="append", default=[])
     p.add_argument("--unsafe-deserialization", dest="unsafe_deserialization", action="store_true")
     p.add_argument("--signature", default=None)
@@ -194,6 +209,9 @@ def plan(config: ProfileConfig) -> ProfilePlan:
             ScoreConfig(
                 model=[config.model],
                 input=config.input,
+                input_format=config.input_format,
+                preprocess=config.preprocess,
+                tfrecord_features=config.tfrecord_features,
                 output=posixpath.dirname(config.output) or ".",
                 id_columns=list(config.id_columns),
                 feature_columns=None
@@ -216,7 +234,9 @@ def plan(config: ProfileConfig) -> ProfilePlan:
     else:
         files = match_files(config.input)
         input_format = resolve_input_format(config.input_format, files)
-        tf_features = plan_features(None, files) if input_format == "tfrecord" else ()
+        tf_features = (
+            plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
+        )
         schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
         for other in [] if tf_features else files[1:]:
             if not read_parquet_schema(other).equals(schema):
@@ -224,12 +244,15 @@ def plan(config: ProfileConfig) -> ProfilePlan:
                     f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
                 )
         pattern = input_pattern(files, config.input)
-        explicit = config.feature_columns is not None
-        wanted = (
-            list(config.feature_columns)
-            if explicit
-            else [n for n in schema.names if n not in config.id_columns]
-        )
+        explicit = config.feature_columns is not None or config.preprocess is not None
+        if config.feature_columns is not None:
+            wanted = list(config.feature_columns)
+        elif config.preprocess is not None:
+            spec = load_spec(config.preprocess)
+            check_columns(spec, schema)
+            wanted = spec.columns
+        else:
+            wanted = [n for n in schema.names if n not in config.id_columns]
     for col in [*config.id_columns, *wanted, *config.categorical_columns, *config.numeric_columns]:
         if col not in schema.names:
             raise ConfigError(
@@ -269,7 +292,6 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
     from pipelines import score
     from transforms.inference import Rebatch
     from transforms.sources import ReadInput
-    from transforms.validate import ValidateFeatures
 
     config = plan.config
     metadata: dict[str, Any] = {
@@ -285,14 +307,15 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
         tfrecord_features=plan.tfrecord_features,
         batch_rows=config.batch_size,
     )
-    batches = tables | "Shard" >> Rebatch(config.batch_size)
     output_names: tuple[str, ...] = ()
-    if plan.scoring is not None:
+    if plan.scoring is None:
+        batches = tables | "Shard" >> Rebatch(config.batch_size)
+    else:
         sp = plan.scoring
         metadata["model"] = sp.model_id
         output_names = sp.output_names
-        validated = batches | "Validate" >> ValidateFeatures(
-            sp.layout, [c.column for c in plan.candidates]
+        validated = tables | "Validate" >> score.PrepareBatches(
+            sp, [c.column for c in plan.candidates]
         )
         batches, _ = validated.batches | "Score" >> score.ScoreBatches(sp)
     return batches | "Profile" >> BuildProfile(

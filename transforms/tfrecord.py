@@ -35,6 +35,7 @@ from apache_beam.io.tfrecordio import _TFRecordSource
 
 from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from transforms.errors import ConfigError
+from transforms.safe_yaml import read_yaml
 from transforms.tf_quiet import import_tensorflow
 
 _LOG = logging.getLogger("keras_batch_score")
@@ -283,7 +284,19 @@ def infer_feature_specs(path: str, limit: int = 200) -> tuple[FeatureSpec, ...]:
 
 
 def plan_features(raw: Any, files: Sequence[str]) -> tuple[FeatureSpec, ...]:
-    """The configured feature spec, or one inferred from the first file."""
+    """The configured feature spec, or one inferred from the first file.
+
+    Args:
+        raw: A ``tfrecord_features`` setting, the path of a YAML file holding one
+            (``--tfrecord-features``), or None to infer the spec.
+        files: The input files.
+    """
+    if isinstance(raw, str):
+        path = raw
+        document = read_yaml(path, "TFRecord feature spec")
+        raw = document.get("tfrecord_features") if isinstance(document, Mapping) else None
+        if not raw:
+            raise ConfigError(f"TFRecord feature spec {path}: expected a 'tfrecord_features' key")
     if raw:
         return parse_feature_specs(raw)
     return infer_feature_specs(files[0])
