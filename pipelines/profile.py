@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ScoreConfig, split_beam_args
 from transforms.errors import ConfigError
-from transforms.io import input_pattern, match_files, read_parquet_schema
+from transforms.io import input_pattern, match_files
 from transforms.profile import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
@@ -38,6 +39,7 @@ from transforms.profile import (
     type_kind,
 )
 from transforms.profiling import BuildProfile, Candidate, ProfileSettings
+from transforms.schema import unify_input_schemas
 from transforms.tfrecord import (
     arrow_schema,
     plan_features,
@@ -86,6 +88,7 @@ class ProfilePlan:
     scoring: Any = None  # pipelines.score.ScoringPlan when --model is given
     input_format: str = "parquet"
     tfrecord_features: tuple[Any, ...] = ()
+    input_schema: pa.Schema | None = None  # the unified schema each table is cast to
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
@@ -217,12 +220,11 @@ def plan(config: ProfileConfig) -> ProfilePlan:
         files = match_files(config.input)
         input_format = resolve_input_format(config.input_format, files)
         tf_features = plan_features(None, files) if input_format == "tfrecord" else ()
-        schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
-        for other in [] if tf_features else files[1:]:
-            if not read_parquet_schema(other).equals(schema):
-                raise ConfigError(
-                    f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
-                )
+        inputs = None if tf_features else unify_input_schemas(files)  # footers, unified by name
+        schema = arrow_schema(tf_features) if tf_features else inputs.schema
+        if inputs is not None:
+            inputs.require([*config.id_columns, *(config.feature_columns or ()),
+                            *config.categorical_columns, *config.numeric_columns])  # fmt: skip
         pattern = input_pattern(files, config.input)
         explicit = config.feature_columns is not None
         wanted = (
@@ -261,6 +263,7 @@ def plan(config: ProfileConfig) -> ProfilePlan:
         scoring,
         input_format,
         tuple(tf_features),
+        schema,
     )
 
 
@@ -284,6 +287,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
         columns=plan.read_columns,
         tfrecord_features=plan.tfrecord_features,
         batch_rows=config.batch_size,
+        schema=plan.input_schema,
     )
     batches = tables | "Shard" >> Rebatch(config.batch_size)
     output_names: tuple[str, ...] = ()
