@@ -249,3 +249,28 @@ def test_locator_column_name_collision_is_refused(tmp_path, model_path, capsys):
                 "--feature-columns", ",".join(FEATURES))  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "row_index" in err and "--id-column" in err
+
+
+def test_unify_by_name_widens_and_records_conflicts():
+    from transforms.schema import cast_table, unify
+
+    s1 = pa.schema([("id", pa.int32()), ("a", pa.float32()), ("s", pa.string()), ("v", pa.list_(pa.float32(), 2))])  # fmt: skip
+    s2 = pa.schema([("v", pa.list_(pa.float64(), 2)), ("a", pa.int64()), ("id", pa.int64()), ("s", pa.int64()), ("only2", pa.int8())])  # fmt: skip
+    inputs = unify(["one", "two"], [s1, s2])
+    assert inputs.schema == pa.schema(
+        [("id", pa.int64()), ("a", pa.float64()), ("v", pa.list_(pa.float64(), 2))]
+    )
+    assert [c.column for c in inputs.conflicts] == ["s"]
+    assert inputs.missing("only2") == ["one"]
+    inputs.require(["id", "a", "not_anywhere"])  # fine: unknown names are the planners' business
+    with pytest.raises(
+        Exception, match=r"column 's' has type string in input file one but int64 in two"
+    ):
+        inputs.require(["s"])
+    with pytest.raises(Exception, match=r"input file one has no column 'only2'"):
+        inputs.require(["only2"])
+    t = pa.table({"v": pa.array([[1.5, 2.5]], pa.list_(pa.float32(), 2)), "a": [3],
+                  "id": pa.array([7], pa.int32()), "extra": ["x"]})  # fmt: skip
+    cast = cast_table(t, inputs.schema)
+    assert cast.schema == inputs.schema
+    assert cast.to_pylist() == [{"id": 7, "a": 3.0, "v": [1.5, 2.5]}]

@@ -379,7 +379,8 @@ def parse_examples_located(
     is expected, or bytes that are no ``tf.train.Example``) are the bad records
     located by bisection: halves that parse are kept whole, so ``k`` bad records
     in ``n`` cost about ``2 k log2(n)`` calls and never more than ``2 n``. Each
-    bad record is then parsed feature by feature to name the culprit.
+    bad record is then parsed feature by feature to name the culprit (one more
+    call per feature and bad record).
 
     Returns:
         The good records' table (in batch order) and the bad records.
