@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ScoreConfig, split_beam_args
 from transforms.errors import ConfigError
-from transforms.io import input_pattern, match_files, read_parquet_schema
+from transforms.io import input_pattern, match_files
 from transforms.preprocess import check_columns, load_spec
 from transforms.profile import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
@@ -39,6 +40,7 @@ from transforms.profile import (
     type_kind,
 )
 from transforms.profiling import BuildProfile, Candidate, ProfileSettings
+from transforms.schema import unify_input_schemas
 from transforms.tfrecord import (
     arrow_schema,
     plan_features,
@@ -89,6 +91,7 @@ class ProfilePlan:
     scoring: Any = None  # pipelines.score.ScoringPlan when --model is given
     input_format: str = "parquet"
     tfrecord_features: tuple[Any, ...] = ()
+    input_schema: pa.Schema | None = None  # the unified schema each table is cast to
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
@@ -237,12 +240,11 @@ def plan(config: ProfileConfig) -> ProfilePlan:
         tf_features = (
             plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
         )
-        schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
-        for other in [] if tf_features else files[1:]:
-            if not read_parquet_schema(other).equals(schema):
-                raise ConfigError(
-                    f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
-                )
+        inputs = None if tf_features else unify_input_schemas(files)  # footers, unified by name
+        schema = arrow_schema(tf_features) if tf_features else inputs.schema
+        if inputs is not None:
+            inputs.require([*config.id_columns, *(config.feature_columns or ()),
+                            *config.categorical_columns, *config.numeric_columns])  # fmt: skip
         pattern = input_pattern(files, config.input)
         explicit = config.feature_columns is not None or config.preprocess is not None
         if config.feature_columns is not None:
@@ -284,6 +286,7 @@ def plan(config: ProfileConfig) -> ProfilePlan:
         scoring,
         input_format,
         tuple(tf_features),
+        schema,
     )
 
 
@@ -306,6 +309,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
         columns=plan.read_columns,
         tfrecord_features=plan.tfrecord_features,
         batch_rows=config.batch_size,
+        schema=plan.input_schema,
     )
     output_names: tuple[str, ...] = ()
     if plan.scoring is None:

@@ -41,7 +41,6 @@ from transforms.drift import (
     kept_columns,
     plan_drift_from_config,
 )
-from transforms.errors import ConfigError
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.io import (
     ERRORS_PREFIX,
@@ -51,11 +50,16 @@ from transforms.io import (
     input_pattern,
     match_files,
     predictions_schema,
-    read_parquet_schema,
 )
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
+from transforms.schema import (
+    LOCATOR_COLUMNS,
+    check_locator_names,
+    unify_input_schemas,
+    with_locator,
+)
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -95,6 +99,12 @@ class ScoringPlan:
     # The launcher's loaded model, kept alive so that an in-process worker reuses it
     # (see transforms.keras_model.load); never pickled into the pipeline.
     loaded_model: Any = dataclasses.field(default=None, compare=False, repr=False)
+    row_locator: bool = False  # no id column: outputs carry source_file + row_index
+
+    @property
+    def passthrough_columns(self) -> tuple[str, ...]:
+        """Input columns copied to every output row: the id columns, or the row locator."""
+        return LOCATOR_COLUMNS if self.row_locator else tuple(self.config.id_columns)
 
     @property
     def staging_dir(self) -> str:
@@ -111,15 +121,17 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     tf_features = (
         plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
     )
-    schema = arrow_schema(tf_features) if tf_features else read_parquet_schema(files[0])
-    for other in [] if tf_features else files[1:]:
-        other_schema = read_parquet_schema(other)
-        if not other_schema.equals(schema):
-            raise ConfigError(
-                f"input files have different schemas: {files[0]} and {other}; all files must share one schema"
-            )
+    inputs = None if tf_features else unify_input_schemas(files)  # footers, unified by name
+    schema = arrow_schema(tf_features) if tf_features else inputs.schema
+    locator = not config.id_columns  # source_file + row_index join outputs back to inputs
+    if locator:
+        check_locator_names(schema)
     spec = postprocess_options.model_spec(config, postprocess_options.primary_path(config))
     model = load(spec)
+    if inputs is not None:
+        inputs.require_for_model(
+            config.id_columns, config.feature_columns, model.inputs, config.preprocess
+        )
     preprocess_plan = plan_from_config(config.preprocess, schema, model.inputs)
     if preprocess_plan is None:
         layout = plan_layout(
@@ -132,7 +144,11 @@ def plan(config: ScoreConfig) -> ScoringPlan:
         layout = preprocess_plan.layout()
     health_check(model, layout.widths())
     read_columns = tuple(dict.fromkeys([*config.id_columns, *layout.columns]))
-    out_schema = predictions_schema(schema, config.id_columns, model.outputs)
+    out_schema = predictions_schema(
+        with_locator(schema) if locator else schema,
+        LOCATOR_COLUMNS if locator else config.id_columns,
+        model.outputs,
+    )
     output_names = tuple(info.name for info in model.outputs)
     post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
     if post is not None:
@@ -160,11 +176,15 @@ def plan(config: ScoreConfig) -> ScoringPlan:
         postprocess=post,
         drift=drift_plan,
         loaded_model=model,
+        row_locator=locator,
     )
 
 
-def read_input(plan: ScoringPlan) -> ReadInput:
-    """The plan's input files as Arrow tables (Parquet row groups or parsed TFRecord batches)."""
+def read_input(plan: ScoringPlan, *, with_errors: bool = False) -> ReadInput:
+    """The plan's input files as Arrow tables (Parquet row groups or parsed TFRecord batches).
+
+    With ``with_errors`` the step returns ``(tables, errors)``: records that cannot be parsed.
+    """
     return ReadInput(
         input_format=plan.input_format,
         files=plan.input_files,
@@ -172,6 +192,9 @@ def read_input(plan: ScoringPlan) -> ReadInput:
         columns=plan.read_columns,
         tfrecord_features=plan.tfrecord_features,
         batch_rows=plan.config.batch_size,
+        schema=plan.input_schema,
+        locator=plan.row_locator,
+        with_errors=with_errors,
     )
 
 
@@ -238,12 +261,12 @@ def build_pipeline(
     """
     config = plan.config
     started_at = time.time() if started_at is None else started_at
-    tables = pipeline | "Read" >> read_input(plan)
+    tables, read_errors = pipeline | "Read" >> read_input(plan, with_errors=True)
     validated = tables | "Validate" >> PrepareBatches(
-        plan, kept_columns(config.id_columns, plan.drift)
+        plan, kept_columns(plan.passthrough_columns, plan.drift)
     )
     scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
-    errors = (validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
+    errors = (read_errors, validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
     if plan.drift is not None:
         _ = scored | "Drift" >> ComputeDrift(
@@ -259,7 +282,7 @@ def build_pipeline(
     )
     error_files = errors | "WriteErrors" >> WriteErrors(FileSystems.join(staging, ERRORS_PREFIX))
     counts = {
-        "rows_read": tables,
+        "rows_read": (tables, read_errors) | "AllRead" >> beam.Flatten(),
         "rows_scored": scored,
         "rows_failed": errors,
     } | "CountRows" >> CountRows()

@@ -25,6 +25,7 @@ from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
 from transforms.keras_model import TensorInfo
+from transforms.schema import LOCATOR_FIELDS, cast_table
 
 _LOG = logging.getLogger("keras_batch_score")
 
@@ -106,36 +107,59 @@ def open_parquet(path: str) -> pq.ParquetFile:
 
 
 class _ListRowGroups(beam.DoFn):
-    """A file path -> ``(path, row group index)`` for each of its row groups (footer only)."""
+    """A file path -> ``(path, row group index, first row's index in the file)`` per row group.
+
+    Reads the footer only; the row offsets come from the row groups' metadata.
+    """
 
     def process(self, path: str):
         source = open_parquet(path)
         try:
+            offset = 0
             for index in range(source.num_row_groups):
-                yield path, index
+                yield path, index, offset
+                offset += source.metadata.row_group(index).num_rows
         finally:
             source.close()
 
 
-class _ReadRowGroup(beam.DoFn):
-    """``(path, row group index)`` -> that row group's ``columns`` as one Arrow table.
+def add_locator(table: pa.Table, path: str, first_row: int) -> pa.Table:
+    """``table`` plus ``source_file`` (``path``) and ``row_index`` (``first_row`` + 0, 1, ...)."""
+    n = table.num_rows
+    files = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), [path]).cast(pa.string())
+    rows = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
+    return table.append_column(LOCATOR_FIELDS[0], files).append_column(LOCATOR_FIELDS[1], rows)
 
-    Keeps the last file open, since consecutive row groups usually share a file.
+
+class _ReadRowGroup(beam.DoFn):
+    """``(path, row group index, first row)`` -> that row group's ``columns`` as one Arrow table.
+
+    With a ``schema``, each table is cast to it (files whose types differ are
+    widened to the planned types, see :mod:`transforms.schema`); with
+    ``locator``, the row locator columns are appended. Keeps the last file
+    open, since consecutive row groups usually share a file.
     """
 
-    def __init__(self, columns: Sequence[str]) -> None:
+    def __init__(
+        self, columns: Sequence[str], schema: pa.Schema | None = None, locator: bool = False
+    ) -> None:
         self._columns = list(columns)
+        self._schema = None if schema is None else pa.schema([schema.field(c) for c in columns])
+        self._locator = locator
 
     def setup(self) -> None:
         self._path: str | None = None
         self._file: pq.ParquetFile | None = None
 
-    def process(self, element: tuple[str, int]):
-        path, index = element
+    def process(self, element: tuple[str, int, int]):
+        path, index, first_row = element
         if path != self._path:
             self.teardown()
             self._file, self._path = open_parquet(path), path
-        yield self._file.read_row_group(index, columns=self._columns)
+        table = self._file.read_row_group(index, columns=self._columns)
+        if self._schema is not None:
+            table = cast_table(table, self._schema)
+        yield add_locator(table, path, first_row) if self._locator else table
 
     def teardown(self) -> None:
         if getattr(self, "_file", None) is not None:
@@ -149,9 +173,21 @@ class ReadParquetBatches(beam.PTransform):
     The row groups are spread over workers by a reshuffle of ``(file, row
     group)`` pairs, so a single large file is read in parallel too. Output
     elements are typed ``pyarrow.Table`` (see :mod:`transforms.coders`).
+
+    Args:
+        files: The input files.
+        columns: Only these columns are read.
+        schema: The planned (unified) schema; each table is cast to its types.
+        locator: Append ``source_file`` and ``row_index`` (the row's index in its file).
     """
 
-    def __init__(self, files: Sequence[str], columns: Sequence[str]) -> None:
+    def __init__(
+        self,
+        files: Sequence[str],
+        columns: Sequence[str],
+        schema: pa.Schema | None = None,
+        locator: bool = False,
+    ) -> None:
         super().__init__()
         if not files:
             raise ValueError("files must not be empty")
@@ -159,6 +195,8 @@ class ReadParquetBatches(beam.PTransform):
             raise ValueError("columns must not be empty")
         self._files = list(files)
         self._columns = list(columns)
+        self._schema = schema
+        self._locator = locator
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
@@ -167,7 +205,9 @@ class ReadParquetBatches(beam.PTransform):
             | "ListRowGroups" >> beam.ParDo(_ListRowGroups())
             | "Distribute" >> beam.Reshuffle()
             | "ReadRowGroups"
-            >> beam.ParDo(_ReadRowGroup(self._columns)).with_output_types(pa.Table)
+            >> beam.ParDo(
+                _ReadRowGroup(self._columns, self._schema, self._locator)
+            ).with_output_types(pa.Table)
         )
 
 

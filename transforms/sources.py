@@ -7,8 +7,10 @@ rows), so everything downstream is shared.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 
 from transforms.io import ReadParquetBatches
 from transforms.tfrecord import DEFAULT_PARSE_ROWS, FeatureSpec, ReadTFRecordBatches
@@ -24,6 +26,10 @@ class ReadInput(beam.PTransform):
         columns: Only these columns are read.
         tfrecord_features: The TFRecord feature spec.
         batch_rows: Records per vectorized ``tf.io.parse_example`` call (TFRecord).
+        schema: The planned (unified) Parquet schema; each table is cast to it.
+        locator: Append the row locator columns ``source_file`` and ``row_index``.
+        with_errors: Return ``(tables, errors)``, where errors are the records that
+            cannot be parsed (TFRecord; none for Parquet). Otherwise return the tables.
     """
 
     def __init__(
@@ -35,6 +41,9 @@ class ReadInput(beam.PTransform):
         columns: Sequence[str],
         tfrecord_features: Sequence[FeatureSpec] = (),
         batch_rows: int = DEFAULT_PARSE_ROWS,
+        schema: pa.Schema | None = None,
+        locator: bool = False,
+        with_errors: bool = False,
     ) -> None:
         super().__init__()
         if input_format not in ("parquet", "tfrecord"):
@@ -45,10 +54,23 @@ class ReadInput(beam.PTransform):
         self._columns = list(columns)
         self._features = tuple(tfrecord_features)
         self._batch_rows = min(batch_rows, DEFAULT_PARSE_ROWS)
+        self._schema = schema
+        self._locator = locator
+        self._with_errors = with_errors
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         if self._format == "tfrecord":
             return pbegin | "TFRecord" >> ReadTFRecordBatches(
-                self._pattern, self._features, self._batch_rows, self._columns
+                self._pattern,
+                self._features,
+                self._batch_rows,
+                self._columns,
+                locator=self._locator,
+                with_errors=self._with_errors,
             )
-        return pbegin | "Parquet" >> ReadParquetBatches(self._files, self._columns)
+        tables = pbegin | "Parquet" >> ReadParquetBatches(
+            self._files, self._columns, self._schema, self._locator
+        )
+        if not self._with_errors:
+            return tables
+        return tables, pbegin | "NoReadErrors" >> beam.Create([]).with_output_types(pa.Table)

@@ -365,6 +365,104 @@ def _default_values(spec: FeatureSpec) -> np.ndarray:
     return np.array(default * (spec.width // len(default)))
 
 
+@dataclasses.dataclass(frozen=True)
+class BadRecord:
+    """A record that ``tf.io.parse_example`` refuses.
+
+    Attributes:
+        position: The record's position in the parsed batch.
+        column: The feature that cannot be parsed (``None``: not a ``tf.train.Example``).
+        detail: What TensorFlow said, without its op prefix.
+        values: The record's other features that do parse (for the errors output).
+    """
+
+    position: int
+    column: str | None
+    detail: str
+    values: dict[str, Any]
+
+
+def parse_examples_located(
+    serialized: Sequence[bytes], specs: Sequence[FeatureSpec]
+) -> tuple[pa.Table, list[BadRecord]]:
+    """:func:`parse_examples`, but records it refuses are split off instead of failing the batch.
+
+    The batch is parsed with one vectorized call. Only when that call raises
+    (a feature of the wrong type, e.g. an ``int64_list`` where a ``float_list``
+    is expected, or bytes that are no ``tf.train.Example``) are the bad records
+    located by bisection: halves that parse are kept whole, so ``k`` bad records
+    in ``n`` cost about ``2 k log2(n)`` calls and never more than ``2 n``. Each
+    bad record is then parsed feature by feature to name the culprit (one more
+    call per feature and bad record).
+
+    Returns:
+        The good records' table (in batch order) and the bad records.
+    """
+    records = list(serialized)
+    errors = _parse_errors()
+    try:
+        return parse_examples(records, specs), []
+    except errors:
+        pass
+    parts: list[pa.Table] = []
+    bad: list[BadRecord] = []
+
+    def visit(lo: int, hi: int) -> None:
+        try:
+            parts.append(parse_examples(records[lo:hi], specs))
+        except errors as e:
+            if hi - lo == 1:
+                bad.append(_diagnose(records[lo], lo, specs, e))
+            else:
+                visit(lo, (lo + hi) // 2)
+                visit((lo + hi) // 2, hi)
+
+    mid = len(records) // 2
+    if mid:
+        visit(0, mid)
+    visit(mid, len(records))
+    table = pa.concat_tables(parts) if parts else arrow_schema(specs).empty_table()
+    return table, bad
+
+
+def _parse_errors() -> tuple[type[Exception], ...]:
+    """What ``tf.io.parse_example`` raises for a bad record.
+
+    TensorFlow raises ``UnicodeDecodeError`` when its message quotes non-UTF-8 bytes.
+    """
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError, UnicodeDecodeError)
+
+
+def _tf_detail(error: Exception) -> str:
+    text = str(getattr(error, "message", error))
+    text = text.split("}} ", 1)[-1].split(" [Op:", 1)[0]
+    if "Index: " in text:  # "Name: <unknown>, Key: a, Index: 0.  Data types don't match. ..."
+        text = text.split(".  ", 1)[-1]
+    return text.strip()
+
+
+def _diagnose(
+    record: bytes, position: int, specs: Sequence[FeatureSpec], error: Exception
+) -> BadRecord:
+    values: dict[str, Any] = {}
+    failed: list[tuple[str, str]] = []
+    for spec in specs:
+        try:
+            values[spec.name] = parse_examples([record], [spec]).column(0)[0].as_py()
+        except _parse_errors() as e:
+            failed.append((spec.name, _tf_detail(e)))
+    if len(failed) == len(specs) and all(
+        "Could not parse example" in d or "codec can't decode" in d for _, d in failed
+    ):
+        return BadRecord(position, None, "the record is not a tf.train.Example", {})
+    if not failed:  # only the combination fails (should not happen); report TF's words
+        return BadRecord(position, None, _tf_detail(error), values)
+    column, detail = failed[0]
+    return BadRecord(position, column, detail, values)
+
+
 def example_bytes(row: Mapping[str, Any]) -> bytes:
     """Serializes one row (feature name -> value or list) as a ``tf.train.Example`` (tests, tools)."""
     import tensorflow as tf
@@ -390,29 +488,112 @@ def example_bytes(row: Mapping[str, Any]) -> bytes:
 
 
 class _NamedTFRecordSource(_TFRecordSource):
-    """Beam's TFRecord source whose read errors name the file."""
+    """Beam's TFRecord source, yielding ``(file, record index, record)``; read errors name the file.
 
-    def read_records(self, file_name: str, offset_range_tracker: Any) -> Iterable[bytes]:
+    Beam never splits a TFRecord file (it has no sync markers), so counting the
+    records of one ``read_records`` call gives each record's index in its file.
+    """
+
+    def read_records(self, file_name: str, offset_range_tracker: Any) -> Iterable[Any]:
         try:
-            yield from super().read_records(file_name, offset_range_tracker)
+            for index, record in enumerate(super().read_records(file_name, offset_range_tracker)):
+                yield file_name, index, record
         except Exception as e:
             detail = str(e).split(": b'")[0]  # drop Beam's hex dump of the bad bytes
             raise CorruptTFRecordError(
                 f"TFRecord file {file_name} is truncated or corrupt: {detail}"
             ) from e
 
+    def default_output_coder(self) -> beam.coders.Coder:
+        return beam.coders.TupleCoder(
+            [beam.coders.StrUtf8Coder(), beam.coders.VarIntCoder(), beam.coders.BytesCoder()]
+        )
+
 
 class _ParseExamplesDoFn(beam.DoFn):
-    def __init__(self, specs: Sequence[FeatureSpec]) -> None:
-        self._specs = tuple(specs)
+    """A list of ``(file, record index, record)`` -> one parsed Arrow table (+ an errors table).
 
-    def process(self, records: list[bytes]) -> Iterable[pa.Table]:
-        if records:
-            yield parse_examples(records, self._specs)
+    Records that cannot be parsed go to the ``errors`` output (stage ``parse``),
+    or, without ``emit_errors``, are logged and dropped.
+    """
+
+    ERRORS = "errors"
+
+    def __init__(self, specs: Sequence[FeatureSpec], locator: bool, emit_errors: bool) -> None:
+        self._specs = tuple(specs)
+        self._locator = locator
+        self._emit_errors = emit_errors
+
+    def setup(self) -> None:
+        self._unparsed = beam.metrics.Metrics.counter("keras_batch_score", "records_unparsed")
+
+    def process(self, batch: list[tuple[str, int, bytes]]) -> Iterable[Any]:
+        if not batch:
+            return
+        files, indices, records = zip(*batch, strict=True)
+        table, bad = parse_examples_located(records, self._specs)
+        if self._locator:
+            keep = np.delete(np.arange(len(records)), [b.position for b in bad])
+            file_col = pa.array(files, pa.string())
+            index_col = pa.array(np.asarray(indices, dtype=np.int64))
+            if bad:
+                file_col, index_col = file_col.take(keep), index_col.take(keep)
+            table = table.append_column("source_file", file_col).append_column(
+                "row_index", index_col
+            )
+        yield table
+        if bad:
+            self._unparsed.inc(len(bad))
+            errors = self._errors(bad, files, indices)
+            if self._emit_errors:
+                yield beam.pvalue.TaggedOutput(self.ERRORS, errors)
+            else:
+                _LOG.warning(
+                    "%d TFRecord record(s) cannot be parsed and are skipped, e.g. %s",
+                    len(bad),
+                    errors.column("reason")[0].as_py(),
+                )
+
+    def _errors(
+        self, bad: Sequence[BadRecord], files: Sequence[str], indices: Sequence[int]
+    ) -> pa.Table:
+        from transforms.validate import error_table
+
+        schema = arrow_schema(self._specs)
+        rows = []
+        for b in bad:
+            row = dict(b.values)
+            if self._locator:
+                row |= {"source_file": files[b.position], "row_index": indices[b.position]}
+            rows.append(row)
+        if self._locator:
+            schema = pa.schema([*schema, ("source_file", pa.string()), ("row_index", pa.int64())])
+        reasons = [
+            f"TFRecord file {files[b.position]} record {indices[b.position]}: "
+            + (f"feature {b.column!r}: {b.detail}" if b.column else b.detail)
+            for b in bad
+        ]
+        return error_table(
+            pa.Table.from_pylist(rows, schema=schema),
+            np.arange(len(bad)),
+            "parse",
+            [b.column for b in bad],
+            reasons,
+        )
 
 
 class ReadTFRecordBatches(beam.PTransform):
-    """TFRecord files -> Arrow tables of up to ``batch_rows`` parsed ``tf.train.Example`` rows."""
+    """TFRecord files -> Arrow tables of up to ``batch_rows`` parsed ``tf.train.Example`` rows.
+
+    Args:
+        pattern: Files to read.
+        specs: The feature spec.
+        batch_rows: Records per vectorized ``tf.io.parse_example`` call.
+        columns: Only these features are parsed.
+        locator: Append ``source_file`` and ``row_index`` (the record's index in its file).
+        with_errors: Return ``(tables, errors)``: records that cannot be parsed
+            become errors-output rows. Otherwise they are logged and skipped.
+    """
 
     def __init__(
         self,
@@ -420,6 +601,9 @@ class ReadTFRecordBatches(beam.PTransform):
         specs: Sequence[FeatureSpec],
         batch_rows: int = DEFAULT_PARSE_ROWS,
         columns: Sequence[str] | None = None,
+        *,
+        locator: bool = False,
+        with_errors: bool = False,
     ) -> None:
         super().__init__()
         if batch_rows < 1:
@@ -430,16 +614,23 @@ class ReadTFRecordBatches(beam.PTransform):
             raise ValueError("no features to read")
         self._pattern = pattern
         self._batch_rows = batch_rows
+        self._locator = locator
+        self._with_errors = with_errors
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         source = _NamedTFRecordSource(
             self._pattern, beam.coders.BytesCoder(), CompressionTypes.AUTO, validate=True
         )
-        return (
+        parsed = (
             pbegin
             | "ReadRecords" >> beam.io.Read(source)
             | "BatchRecords"
             >> beam.BatchElements(min_batch_size=self._batch_rows, max_batch_size=self._batch_rows)
             | "ParseExamples"
-            >> beam.ParDo(_ParseExamplesDoFn(self._specs)).with_output_types(pa.Table)
+            >> beam.ParDo(_ParseExamplesDoFn(self._specs, self._locator, self._with_errors))
+            .with_output_types(pa.Table, errors=pa.Table)
+            .with_outputs(_ParseExamplesDoFn.ERRORS, main="tables")
         )
+        if self._with_errors:
+            return parsed.tables, parsed.errors
+        return parsed.tables
