@@ -98,3 +98,37 @@ def test_scoring_after_the_model_is_replaced_uses_the_new_model(gcs, tmp_path, m
         sha = _sha(tmp_path / f"{name}.keras")
         assert set(got[name]["model"].to_pylist()) == {f"model.keras@{sha[:12]}"}
     assert not os.path.exists(tmp_path / "cache" / "model.keras")
+
+
+def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys):
+    """package -> gs:// bundle; score it; a replaced model object is refused by its hash."""
+    from transforms import bundle as bm
+
+    monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path / "cache"))
+    table = util.feature_table(200, 3, seed=4)
+    input_path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=100)
+    model = util.mlp(3, seed=1)
+    model.save(tmp_path / "m.keras")
+    bundle = f"gs://{BUCKET}/bundles/churn/"
+    args = ["package", "--model", str(tmp_path / "m.keras"), "--output", bundle]
+    assert main([*args, "--feature-columns", "f2,f0,f1", "--id-column", "id", "--quiet"]) == 0
+
+    assert _score_bundle(bundle, input_path, str(tmp_path / "out")) == 0
+    got = util.read_predictions(tmp_path / "out")
+    expected = util.keras_reference(model, util.stacked(table, ["f2", "f0", "f1"]))[:, 0]
+    np.testing.assert_allclose(got["prediction"].to_numpy(), expected, atol=1e-6)
+    manifest = bm.Manifest.from_json(
+        gcs.bucket(BUCKET).blob("bundles/churn/bundle.json").download_as_text()
+    )
+    assert set(got["model"].to_pylist()) == {manifest.version}
+
+    util.mlp(3, seed=2).save(tmp_path / "other.keras")
+    _upload(gcs, str(tmp_path / "other.keras"), "bundles/churn/m.keras")
+    capsys.readouterr()
+    assert _score_bundle(bundle, input_path, str(tmp_path / "out2")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "m.keras" in err and manifest.model_sha256[:12] in err
+
+
+def _score_bundle(bundle: str, input_path: str, output: str) -> int:
+    return main(["score", "--model", bundle, "--input", input_path, "--output", output, "--quiet"])
