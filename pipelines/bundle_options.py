@@ -26,16 +26,17 @@ from transforms import bundle as bm
 from transforms import model_cache
 from transforms.errors import ConfigError
 
-# ScoreConfig field -> the manifest attribute that fills it when the field is unset.
-BUNDLE_SETTINGS = {
-    "feature_columns": None,  # from the features (single-input models)
-    "id_columns": "id_columns",
-    "preprocess": "preprocess",
-    "calibration": "calibration",
-    "reference_profile": "reference_profile",
-    "class_names": "class_names",
-    "signature": "signature",
-}
+# ScoreConfig fields a bundle fills when they are not set explicitly.
+BUNDLE_SETTINGS = (
+    "feature_columns",  # from the features (single-input models)
+    "id_columns",
+    "preprocess",
+    "calibration",
+    "reference_profile",
+    "class_names",
+    "signature",
+)
+_FLAGS = {"id_columns": "--id-column"}
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -56,7 +57,8 @@ class BundleUse:
     def notes(self) -> list[str]:
         """One console line per bundle setting an explicit setting replaces."""
         return [
-            f"bundle {self.manifest.version}: --{k.replace('_', '-')} overrides the bundle's {k.replace('_', ' ')}"
+            f"bundle {self.manifest.version}: {_FLAGS.get(k, '--' + k.replace('_', '-'))} "
+            f"overrides the bundle's {k.replace('_', ' ')}"
             for k in self.overridden
         ]
 
@@ -185,7 +187,9 @@ def apply_bundle(config: Any) -> tuple[Any, BundleUse | None]:
     overridden = tuple(
         k
         for k in BUNDLE_SETTINGS
-        if not _is_default(config, k) and (values[k] or k in ("feature_columns", "preprocess"))
+        if not _is_default(config, k)
+        and getattr(config, k) != values[k]
+        and (values[k] or k in ("feature_columns", "preprocess"))
     )
     updates = {k: v for k, v in values.items() if _is_default(config, k)}
     if "feature_columns" in overridden:  # the flag's list replaces the spec too

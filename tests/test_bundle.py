@@ -426,3 +426,25 @@ def test_check_schema_kinds():
         )
     with pytest.raises(ConfigError, match="'id'"):
         bm.check_schema(m, pa.schema([("a", pa.float32()), ("n", pa.int8())]), "b/")
+
+
+def test_feature_source_names_where_the_list_came_from():
+    from types import SimpleNamespace
+
+    from pipelines.bundle_options import BundleUse, feature_source
+    from transforms.keras_model import TensorInfo
+
+    one = [TensorInfo("x", (3,), "float32")]
+    two = [TensorInfo("a", (), "float32"), TensorInfo("b", (), "float32")]
+
+    def config(**kw):
+        return SimpleNamespace(**{"preprocess": None, "feature_columns": None, **kw})
+
+    use = BundleUse("b/", _manifest())
+    assert feature_source(config(feature_columns=["a"]), use, one, ["a"]) == "bundle"
+    overridden = BundleUse("b/", _manifest(), ("feature_columns",))
+    assert feature_source(config(feature_columns=["a"]), overridden, one, ["a"]) == "flag"
+    assert feature_source(config(preprocess="s.yaml"), None, one, ["a"]) == "preprocess"
+    assert feature_source(config(), None, two, ["a", "b"]) == "model_input_names"
+    assert feature_source(config(), None, one, ["x"]) == "model_input_names"
+    assert feature_source(config(), None, one, ["f0", "f1", "f2"]) == "file_order"
