@@ -19,6 +19,10 @@ COMMANDS = {
         "pipelines.fit_preprocess",
         "Fit a preprocessing spec (means, stds, vocabularies) on training data.",
     ),
+    "package": (
+        "pipelines.package",
+        "Bundle a model with its feature contract and spec files (bundle.json, sha256s).",
+    ),
 }
 
 

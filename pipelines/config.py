@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines import drift_options, postprocess_options
+from pipelines import bundle_options, drift_options, postprocess_options
 from transforms.errors import ConfigError
 from transforms.safe_yaml import read_yaml, short_repr
 
@@ -63,6 +63,7 @@ class ScoreConfig:
     seed: int | None = None
     ab_split: dict[str, float] | None = None
     fallback_model: str | None = None
+    model_sha256: str | None = None  # pinned model hash (pipelines/bundle_options.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,7 +87,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         default=s,
-        help="Model to score with: a .keras file, an .h5 file or a SavedModel directory.",
+        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory "
+        "or a bundle directory written by `batch-score package`.",
     )
     parser.add_argument(
         "--input", default=s, help="Input file, directory glob or gs:// pattern (Parquet)."
@@ -181,6 +183,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     )
     postprocess_options.add_postprocess_arguments(parser)
     drift_options.add_drift_arguments(parser)
+    bundle_options.add_bundle_arguments(parser)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -277,6 +280,7 @@ def _validate(config: ScoreConfig) -> None:
         raise ConfigError(f"'num_shards' must be >= 0, got {config.num_shards}")
     postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options
     drift_options.validate(config)  # drift thresholds, --fail-on-drift needs a profile
+    bundle_options.validate(config)  # --model-sha256
     if config.progress_seconds <= 0:
         raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
     dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines import postprocess_options
+from pipelines import bundle_options, postprocess_options
 from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
 from transforms.drift import (
     ComputeDrift,
@@ -100,6 +100,8 @@ class ScoringPlan:
     # (see transforms.keras_model.load); never pickled into the pipeline.
     loaded_model: Any = dataclasses.field(default=None, compare=False, repr=False)
     row_locator: bool = False  # no id column: outputs carry source_file + row_index
+    feature_columns_source: str = "file_order"  # bundle_options.feature_source
+    bundle: bundle_options.BundleUse | None = None
 
     @property
     def passthrough_columns(self) -> tuple[str, ...]:
@@ -116,6 +118,7 @@ def plan(config: ScoreConfig) -> ScoringPlan:
 
     Reads only Parquet footers and the model file, never data pages.
     """
+    config, bundle = bundle_options.apply_bundle(config)  # verifies the bundle's hashes
     files = match_files(config.input)
     input_format = resolve_input_format(config.input_format, files)
     tf_features = (
@@ -126,7 +129,9 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     locator = not config.id_columns  # source_file + row_index join outputs back to inputs
     if locator:
         check_locator_names(schema)
+    bundle_options.check_input(bundle, schema)
     spec = postprocess_options.model_spec(config, postprocess_options.primary_path(config))
+    spec = bundle_options.pin_model(spec, config, bundle)
     model = load(spec)
     if inputs is not None:
         inputs.require_for_model(
@@ -177,6 +182,10 @@ def plan(config: ScoreConfig) -> ScoringPlan:
         drift=drift_plan,
         loaded_model=model,
         row_locator=locator,
+        feature_columns_source=bundle_options.feature_source(
+            config, bundle, model.inputs, layout.columns
+        ),
+        bundle=bundle,
     )
 
 
@@ -294,6 +303,8 @@ def build_pipeline(
         "model": plan.model_id,
         "model_format": plan.model_format,
         "input_files": len(plan.input_files),
+        "feature_columns": plan.layout.columns,
+        "feature_columns_source": plan.feature_columns_source,
         "config": config.to_dict(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
     }
@@ -370,6 +381,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     console.echo(
         f"scoring {len(scoring_plan.input_files)} file(s) with {scoring_plan.model_id} "
         f"({scoring_plan.model_format}); {len(scoring_plan.layout.columns)} feature column(s) -> {config.output}"
+    )
+    for note in scoring_plan.bundle.notes() if scoring_plan.bundle else []:
+        console.echo(note)
+    console.echo(
+        bundle_options.describe_features(
+            scoring_plan.layout.columns, scoring_plan.feature_columns_source
+        )
     )
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, scoring_plan, started_at=started_at)

@@ -9,12 +9,10 @@ model before any data is read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +20,8 @@ import numpy as np
 from apache_beam.utils import shared
 
 from transforms.errors import ModelError
+from transforms.model_cache import localize, verify_sha256
+from transforms.model_cache import model_id as model_id_for
 from transforms.tf_quiet import import_tensorflow
 
 _LOG = logging.getLogger("keras_batch_score")
@@ -47,6 +47,8 @@ class ModelSpec:
     safe_mode: bool = True
     signature: str | None = None
     precision: str = "float32"
+    sha256: str | None = None  # pinned hash of the model's bytes (--model-sha256, bundles)
+    model_id: str | None = None  # the `model` column's value (a bundle's version label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,54 +132,6 @@ class LoadedModel:
 # --------------------------------------------------------------------------- files
 
 
-def is_local(path: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.get_scheme(path) in (None, "file")
-
-
-def localize(path: str, cache_dir: str | None = None) -> str:
-    """Returns a local copy of ``path`` (file or SavedModel directory).
-
-    Local paths are returned unchanged. Remote ones are copied once per process
-    into a cache directory keyed by the path.
-    """
-    if is_local(path):
-        return path
-    from apache_beam.io.filesystems import FileSystems
-
-    cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "keras-batch-score-models")
-    key = hashlib.sha256(path.encode()).hexdigest()[:16]
-    target = os.path.join(cache_dir, key, os.path.basename(path.rstrip("/")))
-    if os.path.exists(target):
-        return target
-    staging = f"{target}.partial-{os.getpid()}"
-    base = path.rstrip("/")
-    matches = FileSystems.match([base])[0].metadata_list
-    if matches and matches[0].path.rstrip("/") == base and not matches[0].path.endswith("/"):
-        os.makedirs(os.path.dirname(staging), exist_ok=True)
-        _copy_file(base, staging)
-    else:
-        files = FileSystems.match([f"{base}/**"])[0].metadata_list
-        if not files:
-            raise ModelError(f"model path {path} does not exist or is empty")
-        for meta in files:
-            rel = meta.path[len(base) + 1 :]
-            dest = os.path.join(staging, rel)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            _copy_file(meta.path, dest)
-    os.replace(staging, target)
-    return target
-
-
-def _copy_file(src: str, dest: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(src) as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(8 << 20):
-            fout.write(chunk)
-
-
 def detect_format(local_path: str) -> str:
     if os.path.isdir(local_path):
         if os.path.exists(os.path.join(local_path, "saved_model.pb")):
@@ -196,32 +150,6 @@ def detect_format(local_path: str) -> str:
     raise ModelError(
         f"model file {local_path}: unknown format; expected a .keras or .h5 file or a SavedModel directory"
     )
-
-
-def content_hash(local_path: str) -> str:
-    """sha256 of a file, or of a directory's relative paths and file contents."""
-    digest = hashlib.sha256()
-    if os.path.isdir(local_path):
-        for root, dirs, files in os.walk(local_path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                digest.update(os.path.relpath(full, local_path).encode())
-                _hash_file(full, digest)
-    else:
-        _hash_file(local_path, digest)
-    return digest.hexdigest()
-
-
-def _hash_file(path: str, digest: Any) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-
-
-def model_id_for(path: str, local_path: str) -> str:
-    name = os.path.basename(path.rstrip("/"))
-    return f"{name}@{content_hash(local_path)[:12]}"
 
 
 # --------------------------------------------------------------------------- loading
@@ -273,6 +201,8 @@ def load(spec: ModelSpec) -> LoadedModel:
     """
     import_tensorflow()
     local = localize(spec.path)
+    if spec.sha256:
+        verify_sha256(local, spec.sha256, spec.path)
     fmt = detect_format(local)
     stat = (
         os.stat(local) if fmt != "saved_model" else os.stat(os.path.join(local, "saved_model.pb"))
@@ -280,7 +210,7 @@ def load(spec: ModelSpec) -> LoadedModel:
     tag = repr((spec, os.path.abspath(local), stat.st_size, stat.st_mtime_ns))
 
     def construct() -> LoadedModel:
-        model_id = model_id_for(spec.path, local)
+        model_id = spec.model_id or model_id_for(spec.path, local)
         if fmt == "saved_model":
             return _load_saved_model(local, spec, model_id)
         return _load_keras(local, fmt, spec, model_id)
