@@ -149,7 +149,7 @@ def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
         "--fallback-model",
         dest="fallback_model",
         default=s,
-        help="Model that scores any batch on which the primary model raises.",
+        help="Model that scores the rows on which the primary model raises or gives NaN/Inf.",
     )
 
 

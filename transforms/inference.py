@@ -110,6 +110,10 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
         result = predict_rows(
             model.predict, concat_features(batch), n, subjects=self.output_subjects(model)
         )
+        if result.extra_calls:  # monitoring: how much bisection costs
+            beam.metrics.Metrics.counter("keras_batch_score", "bisection_model_calls").inc(
+                result.extra_calls
+            )
         outputs = result.outputs or _empty_outputs(model)
         if not result.failed.size:
             return [
