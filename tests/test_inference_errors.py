@@ -187,6 +187,41 @@ def test_dead_letter_batches_become_one_line_errors():
     assert {r for f in failed for r in f.reasons} == {"inference failed: ValueError: bad"}
 
 
+def test_beam_dead_letter_output_becomes_one_line_errors_in_a_pipeline():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.batch import ScoringBatch
+    from transforms.inference import KerasModelHandler, RunKerasInference
+
+    class Dummy:  # Beam's Shared needs a weak-referenceable model
+        pass
+
+    class Broken(KerasModelHandler):
+        def load_model(self):
+            return Dummy()
+
+        def run_inference(self, batch, model, inference_args=None):
+            raise RuntimeError("handler broke\n" + "detail " * 500)
+
+    handler = Broken(None, {}, max_batch_rows=10)  # type: ignore[arg-type]
+    batches = [
+        ScoringBatch(table=pa.table({"id": np.arange(a, a + 3)}), features={}) for a in (0, 3)
+    ]
+    with beam.Pipeline() as p:
+        scored, errors = p | beam.Create(batches) | RunKerasInference(handler)
+        rows = errors | beam.FlatMap(
+            lambda t: zip(t["reason"].to_pylist(), t["stage"].to_pylist(), strict=True)
+        )
+        reason = "inference failed: RuntimeError: handler broke"
+        assert_that(
+            rows,
+            equal_to([(reason, "inference")] * 6),
+            label="reasons",
+        )
+        assert_that(scored, equal_to([]), label="nothing scored")
+
+
 def _flaky_predict(bad_rows: set[int], calls: list[int]):
     def predict(features):
         ids = features["id"]
