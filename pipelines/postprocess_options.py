@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -148,7 +149,7 @@ def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
         "--fallback-model",
         dest="fallback_model",
         default=s,
-        help="Model that scores any batch on which the primary model raises.",
+        help="Model that scores the rows on which the primary model raises or gives NaN/Inf.",
     )
 
 
@@ -257,11 +258,66 @@ def parse_members(
             )
         members = [dataclasses.replace(m, weight=weights.get(m.name, m.weight)) for m in members]
     for m in members:
-        if not m.weight >= 0:
-            raise ConfigError(f"model {m.name!r}: weight must be >= 0, got {m.weight}")
-    if members and sum(m.weight for m in members) <= 0:
-        raise ConfigError("ensemble weights are all 0")
+        if not (math.isfinite(m.weight) and m.weight >= 0):
+            raise ConfigError(
+                f"--ensemble-weights: the weight of model {m.name!r} must be a finite number >= 0, "
+                f"got {m.weight}"
+            )
+    if members and not sum(m.weight for m in members) > 0:
+        raise ConfigError(
+            "--ensemble-weights: the weights are all 0; give at least one model a positive weight"
+        )
     return members
+
+
+def _flag(key: str) -> str:
+    """``clip_min`` -> ``--clip-min (clip_min)``: the flag and the YAML key of a setting."""
+    return f"--{key.replace('_', '-')} ({key})"
+
+
+def _check_float32(config: Any) -> None:
+    """Clip bounds and target standardization must be finite float32 numbers (predictions are float32)."""
+    for key in ("clip_min", "clip_max", "target_mean", "target_std"):
+        value = getattr(config, key)
+        if value is None:
+            continue
+        with np.errstate(over="ignore"):
+            as32 = np.float32(value)
+        if not np.isfinite(as32):
+            raise ConfigError(
+                f"{_flag(key)} must be a finite number within float32 range "
+                f"(|x| <= 3.4e38), got {value}"
+            )
+    std = config.target_std
+    if std is not None and not np.float32(std) > 0:
+        raise ConfigError(
+            f"{_flag('target_std')} must be > 0 and not round to 0 as a float32, got {std}"
+        )
+
+
+def nonfinite_parameter(params: Any, path: str = "") -> str | None:
+    """The path (e.g. ``classes[0][1]``) of the first NaN/Inf number in nested params, or None."""
+    if isinstance(params, Mapping):
+        for key, value in params.items():
+            found = nonfinite_parameter(value, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(params, (list, tuple)):
+        try:
+            values = np.asarray(params, dtype=np.float64)
+        except (TypeError, ValueError):
+            values = None
+        if values is not None:
+            return None if np.isfinite(values).all() else path
+        for i, value in enumerate(params):
+            found = nonfinite_parameter(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(params, (int, float)) and not isinstance(params, bool):
+        return None if math.isfinite(params) else path
+    return None
 
 
 def validate(config: Any) -> None:
@@ -275,18 +331,20 @@ def validate(config: Any) -> None:
         raise ConfigError("no 'model' given: pass --model PATH")
     if config.ensemble not in ENSEMBLE_METHODS:
         raise ConfigError(f"'ensemble' must be one of {ENSEMBLE_METHODS}, got {config.ensemble!r}")
+    _check_float32(config)
     if (
         config.clip_min is not None
         and config.clip_max is not None
         and config.clip_min > config.clip_max
     ):
         raise ConfigError(
-            f"'clip_min' ({config.clip_min}) is greater than 'clip_max' ({config.clip_max})"
+            f"--clip-min ({config.clip_min}) is greater than --clip-max ({config.clip_max})"
         )
     if (config.target_mean is None) != (config.target_std is None):
-        raise ConfigError("'target_mean' and 'target_std' go together: set both or neither")
-    if config.target_std is not None and not config.target_std > 0:
-        raise ConfigError(f"'target_std' must be > 0, got {config.target_std}")
+        raise ConfigError(
+            "--target-mean and --target-std ('target_mean' and 'target_std') go together: "
+            "set both or neither"
+        )
     if config.top_k is not None:
         if config.top_k < 1:
             raise ConfigError(f"'top_k' must be >= 1, got {config.top_k}")
@@ -431,6 +489,12 @@ def plan_postprocess(
             calibration = Calibration.from_json(_read_text(config.calibration, "calibration file"))
         except ValueError as e:
             raise ConfigError(f"calibration file {config.calibration}: {e}") from None
+        bad = nonfinite_parameter(calibration.params)
+        if bad is not None:
+            raise ConfigError(
+                f"--calibration {config.calibration}: parameter {bad!r} is not a finite number; "
+                "re-fit it with `batch-score calibrate`"
+            )
         if calibration.num_classes != width:
             raise ConfigError(
                 f"calibration file {config.calibration} was fitted on {calibration.num_classes}-wide scores, "

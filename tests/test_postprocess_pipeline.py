@@ -567,7 +567,9 @@ def test_bad_options_are_config_errors(flags, message):
 
 
 def test_fallback_logs_each_distinct_error_once(caplog):
-    fn = pp._ToFallbackDoFn()
+    from transforms.inference import FailedRows
+
+    fn = pp.ToFallbackDoFn()
     fn.setup()
     batch = pp.ScoringBatch(
         table=pa.table({"id": [1, 2]}),
@@ -576,9 +578,13 @@ def test_fallback_logs_each_distinct_error_once(caplog):
     )
     with caplog.at_level("WARNING", logger="keras_batch_score"):
         out = []
-        for exc in (ValueError("boom"), ValueError("boom"), RuntimeError("other")):
-            out += list(fn.process(([batch, batch], exc)))
-    assert len(out) == 6 and all(b.predictions == {} and b.num_rows == 2 for b in out)
+        for reasons in (
+            ["ValueError: boom"] * 2,
+            ["ValueError: boom"] * 2,
+            ["RuntimeError: other"] * 2,
+        ):
+            out += list(fn.process(FailedRows(batch, reasons)))
+    assert len(out) == 3 and all(b.predictions == {} and b.num_rows == 2 for b in out)
     messages = [r.getMessage() for r in caplog.records if "fallback" in r.getMessage()]
     assert (
         len(messages) == 2

@@ -101,3 +101,14 @@ def slice_table(table: pa.Table, max_rows: int) -> list[pa.Table]:
     pieces = -(-n // max_rows)
     bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
     return [table.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
+
+
+def take_rows(batch: ScoringBatch, rows: np.ndarray) -> ScoringBatch:
+    """The batch restricted to ``rows`` (vectorized take; ``rows_rejected`` is not carried)."""
+    return ScoringBatch(
+        table=batch.table.take(pa.array(rows, type=pa.int64())),
+        features={k: v[rows] for k, v in batch.features.items()},
+        predictions={k: v[rows] for k, v in batch.predictions.items()},
+        model_id=batch.model_id,
+        rows_rejected=0,
+    )

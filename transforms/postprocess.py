@@ -9,10 +9,11 @@ thin wrappers:
   mean and std computed inside the handler.
 * :class:`ScoreModels` chains one ``RunInference`` per ensemble member over
   the same batches (``Model[name]``; no shuffle, no join), or routes rows to
-  the A/B arms, and sends batches on which a model raised to the fallback
-  model or to the errors output.
+  the A/B arms, and sends the rows on which a model raised or gave NaN/Inf
+  to the fallback model or to the errors output.
 * :class:`Postprocess` turns member outputs into the final columns:
-  ensemble -> calibrate -> inverse standardization -> clip -> top-k.
+  ensemble -> calibrate -> inverse standardization -> clip -> top-k; rows
+  whose final prediction is NaN/Inf go to errors (stage ``postprocess``).
 
 Clipping runs after inverse standardization (not before, as a first sketch
 had it) so that ``--clip-min 0`` means "no negative predictions" in the
@@ -32,14 +33,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
-from apache_beam.ml.inference.base import RunInference
 
 from transforms import ensemble
-from transforms.batch import ScoringBatch
+from transforms.batch import ScoringBatch, take_rows
 from transforms.calibration import Calibration
 from transforms.errors import ModelError
-from transforms.inference import KerasModelHandler, _failed_batches_to_errors
+from transforms.inference import (
+    FailedRows,
+    KerasModelHandler,
+    failed_rows_to_errors,
+    run_model,
+)
 from transforms.keras_model import LoadedModel, ModelSpec, TensorInfo
+from transforms.row_failures import nonfinite_rows, output_subjects
+from transforms.validate import error_table
 
 _LOG = logging.getLogger("keras_batch_score")
 
@@ -244,32 +251,65 @@ def postprocess_predictions(
     return out
 
 
+POSTPROCESS_ERRORS = "errors"
+
+
+def final_subjects(plan: PostprocessPlan) -> dict[str, str]:
+    """How post-processing reasons name each final output: ``prediction`` or ``prediction 'col'``."""
+    if len(plan.outputs) == 1:
+        return {plan.outputs[0].key: "prediction"}
+    return {o.key: f"prediction {o.column!r}" for o in plan.outputs}
+
+
 class PostprocessDoFn(beam.DoFn):
-    """Applies :func:`postprocess_predictions` to every batch."""
+    """Applies :func:`postprocess_predictions` to every batch.
+
+    Rows whose final prediction is NaN or Inf (e.g. an overflow in inverse
+    standardization) are sent to the ``errors`` output, stage ``postprocess``.
+    """
 
     def __init__(self, plan: PostprocessPlan) -> None:
         self._plan = plan
+        self._subjects = final_subjects(plan)
 
-    def process(self, batch: ScoringBatch) -> Iterable[ScoringBatch]:
+    def process(self, batch: ScoringBatch) -> Iterable[Any]:
         plan = self._plan
         combined = (
             plan.is_ensemble
             and member_key(plan.outputs[0].key, plan.members[0].name) in batch.predictions
         )
-        predictions = postprocess_predictions(batch.predictions, plan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            predictions = postprocess_predictions(batch.predictions, plan)
         model_id = plan.ensemble_label if combined else batch.model_id
-        yield dataclasses.replace(batch, predictions=predictions, model_id=model_id)
+        out = dataclasses.replace(batch, predictions=predictions, model_id=model_id)
+        bad, reasons = nonfinite_rows(predictions, self._subjects, " after post-processing")
+        if bad.size:
+            n = len(bad)
+            yield pvalue.TaggedOutput(
+                POSTPROCESS_ERRORS,
+                error_table(batch.table, bad, "postprocess", [None] * n, reasons),
+            )
+            keep = np.ones(batch.num_rows, dtype=bool)
+            keep[bad] = False
+            rejected = out.rows_rejected
+            out = take_rows(out, np.flatnonzero(keep))
+            out.rows_rejected = rejected
+            out.model_id = model_id
+        yield out
 
 
 class Postprocess(beam.PTransform):
-    """Scored batches -> batches holding exactly the final prediction columns."""
+    """Scored batches -> (batches holding exactly the final prediction columns, errors tables)."""
 
     def __init__(self, plan: PostprocessPlan) -> None:
         super().__init__()
         self._plan = plan
 
-    def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "EnsembleCalibrateClipLabel" >> beam.ParDo(PostprocessDoFn(self._plan))
+    def expand(self, batches: beam.PCollection):
+        results = batches | "EnsembleCalibrateClipLabel" >> beam.ParDo(
+            PostprocessDoFn(self._plan)
+        ).with_output_types(ScoringBatch).with_outputs(POSTPROCESS_ERRORS, main="scored")
+        return results.scored, results[POSTPROCESS_ERRORS]
 
 
 # --------------------------------------------------------------------------- model handler
@@ -383,10 +423,13 @@ class MemberModel(LoadedModel):
         self._rename = {info.name: name for info, name in zip(base.outputs, names, strict=True)}
         self._rename.update({std_key(a): std_key(b) for a, b in self._rename.items()})
         outputs = []
+        self.output_labels: list[tuple[str, str]] = []  # (member key, output name) for reasons
         for info, name in zip(base.outputs, names, strict=True):
             outputs.append(dataclasses.replace(info, name=member_key(name, member)))
+            self.output_labels.append((member_key(name, member), name))
             if self._mc is not None:
                 outputs.append(dataclasses.replace(info, name=member_key(std_key(name), member)))
+                self.output_labels.append((member_key(std_key(name), member), name))
         super().__init__(
             inputs=base.inputs,
             outputs=outputs,
@@ -442,6 +485,12 @@ class MemberModelHandler(KerasModelHandler):
         if self._member is None and not self._mc_samples and same_names:
             return base
         return MemberModel(base, self._member, self._mc_samples, self._seed, self._output_names)
+
+    def output_subjects(self, model: LoadedModel) -> dict[str, str]:
+        """NaN/Inf reasons name a member's outputs by the model's output names, not member keys."""
+        if isinstance(model, MemberModel):
+            return output_subjects(model.output_labels)
+        return super().output_subjects(model)
 
 
 # --------------------------------------------------------------------------- A/B routing
@@ -533,17 +582,6 @@ def route(table: pa.Table, id_columns: Sequence[str], shares: Sequence[float]) -
     return np.minimum(np.searchsorted(edges, u, side="right"), len(shares) - 1)
 
 
-def take_rows(batch: ScoringBatch, rows: np.ndarray) -> ScoringBatch:
-    """The batch restricted to ``rows`` (vectorized take)."""
-    return ScoringBatch(
-        table=batch.table.take(pa.array(rows, type=pa.int64())),
-        features={k: v[rows] for k, v in batch.features.items()},
-        predictions={k: v[rows] for k, v in batch.predictions.items()},
-        model_id=batch.model_id,
-        rows_rejected=0,
-    )
-
-
 class RouteDoFn(beam.DoFn):
     """Splits each batch into one sub-batch per A/B arm (tagged outputs named after the arms)."""
 
@@ -568,30 +606,23 @@ class RouteDoFn(beam.DoFn):
 # --------------------------------------------------------------------------- running the models
 
 
-class _ToFallbackDoFn(beam.DoFn):
-    """Failed batches -> batches for the fallback model; logs each distinct error once per worker."""
+class ToFallbackDoFn(beam.DoFn):
+    """Failed rows -> batches for the fallback model; logs each distinct reason once per worker."""
 
     def setup(self) -> None:
         self._seen: set[str] = set()
         self._rows = beam.metrics.Metrics.counter("keras_batch_score", "rows_fallback")
 
-    def process(self, failed: tuple[Sequence[ScoringBatch], BaseException]):
-        batches, exc = failed
-        message = (
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        )
-        if message not in self._seen:
-            self._seen.add(message)
-            _LOG.warning(
-                "primary model failed on a batch, scoring it with the fallback model: %s", message
-            )
-        for b in batches:
-            self._rows.inc(b.num_rows)
-            yield dataclasses.replace(b, predictions={})
-
-
-def _unwrap(result: Any) -> ScoringBatch:
-    return result.inference
+    def process(self, failed: FailedRows) -> Iterable[ScoringBatch]:
+        for reason in dict.fromkeys(failed.reasons):  # per failed row only
+            if reason not in self._seen:
+                self._seen.add(reason)
+                _LOG.warning(
+                    "primary model failed on some rows, scoring them with the fallback model: %s",
+                    reason,
+                )
+        self._rows.inc(failed.batch.num_rows)
+        yield dataclasses.replace(failed.batch, predictions={})
 
 
 class ScoreModels(beam.PTransform):
@@ -599,8 +630,9 @@ class ScoreModels(beam.PTransform):
 
     * Ensemble: one ``Model[name]`` RunInference per member, chained.
     * A/B: rows routed by a hash of the id columns, one ``Model[name]`` per arm, flattened.
-    * Fallback: batches on which a model raised go to ``Fallback[name]``;
-      without one they become errors (stage ``inference``).
+    * Fallback: rows on which a model raised (isolated by bisection) or gave
+      NaN/Inf go to ``Fallback[name]``; without one, or when the fallback
+      fails on them too, they become errors (stage ``inference``).
     """
 
     def __init__(
@@ -630,8 +662,7 @@ class ScoreModels(beam.PTransform):
         )
 
     def _run(self, batches: beam.PCollection, label: str, handler: MemberModelHandler):
-        main, dlq = batches | label >> RunInference(handler).with_exception_handling()
-        return main | f"{label}Unwrap" >> beam.Map(_unwrap), dlq.failed_inferences
+        return run_model(batches, handler, label)
 
     def expand(self, batches: beam.PCollection):
         plan = self._plan
@@ -660,15 +691,19 @@ class ScoreModels(beam.PTransform):
                 )
                 failed.append(bad)
             scored.append(current)
-        all_failed = tuple(failed) | "FailedBatches" >> beam.Flatten()
+        all_failed = tuple(failed) | "FailedRows" >> beam.Flatten()
         if plan.fallback is not None:
-            retry = all_failed | "ToFallback" >> beam.ParDo(_ToFallbackDoFn())
+            retry = all_failed | "ToFallback" >> beam.ParDo(ToFallbackDoFn()).with_output_types(
+                ScoringBatch
+            )
             ok, bad = self._run(
                 retry, f"Fallback[{plan.fallback.name}]", self._handler(plan.fallback, None)
             )
             scored.append(ok)
             all_failed = bad
-        errors = all_failed | "FailedBatchesToErrors" >> beam.FlatMap(_failed_batches_to_errors)
+        errors = all_failed | "FailedRowsToErrors" >> beam.Map(
+            failed_rows_to_errors
+        ).with_output_types(pa.Table)
         return tuple(scored) | "AllScored" >> beam.Flatten(), errors
 
 
@@ -726,4 +761,5 @@ def score_and_postprocess(
     scored, errors = batches | "Models" >> ScoreModels(
         plan, feature_widths, max_batch_rows=max_batch_rows, min_batch_rows=min_batch_rows
     )
-    return scored | "Postprocess" >> Postprocess(plan), errors
+    final, post_errors = scored | "Postprocess" >> Postprocess(plan)
+    return final, (errors, post_errors) | "InferenceAndPostprocessErrors" >> beam.Flatten()
