@@ -307,6 +307,18 @@ def test_numeric_bins_are_drawn_at_their_true_widths():
     assert "share of rows" in texts and "0%" in texts
 
 
+@pytest.mark.parametrize("edges", [[0.0, 0.0, 1.0, 1.0, 2.0], [5.0, 5.0]])
+def test_repeated_quantile_edges_and_constant_columns_still_draw(edges):
+    n = len(edges) + 1
+    column = numeric_column("c", psi=0.0, p=0.9, edges=edges, reference=[1] * n, current=[2] * n)
+    page = Page(dr.column_chart(column))
+    rects = [r for r in page.with_class("ref", "rect") if "bin" in r["class"].split()]
+    assert len(rects) == n
+    for r in rects:
+        assert all(np.isfinite(float(r[k])) for k in ("x", "y", "width", "height"))
+        assert float(r["width"]) >= 1.99  # a zero-width bin stays visible
+
+
 def test_nice_ticks_and_labels():
     assert dr.nice_ticks(0.0, 1.0) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert dr.tick_labels(dr.nice_ticks(0.0, 1.0)) == ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]

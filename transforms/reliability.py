@@ -119,9 +119,7 @@ def reliability_svg(
         )
     parts.append(
         f'<line class="diagonal" x1="{x_of(0)}" y1="{y_of(0)}" x2="{x_of(1)}" y2="{y_of(1)}" '
-        'stroke="#888" stroke-dasharray="5 4"/>'
-        f'<text x="{x_of(0.62):.1f}" y="{y_of(0.66):.1f}" font-size="11" fill="#888" '
-        f'transform="rotate(-45 {x_of(0.62):.1f} {y_of(0.66):.1f})">perfect calibration</text>'
+        'stroke="#888" stroke-dasharray="5 4"><title>perfect calibration</title></line>'
     )
     for name, stats in series.items():
         filled = np.flatnonzero(stats["count"] > 0)
@@ -169,6 +167,10 @@ def reliability_svg(
         f'<rect x="{left}" y="{hist_top}" width="{size}" height="{hist_h}" fill="#fff" stroke="#555"/>'
         f'<text x="{left - 6}" y="{hist_top + 4}" font-size="11" text-anchor="end">{y_max:,.0f}</text>'
         f'<text x="{left - 6}" y="{hist_base + 4}" font-size="11" text-anchor="end">0</text>'
+        f'<line x1="{left}" y1="{hist_base - hist_h / 2}" x2="{left + size}" y2="{hist_base - hist_h / 2}" '
+        'stroke="#eee"/>'
+        f'<text x="{left - 6}" y="{hist_base - hist_h / 2 + 4}" font-size="11" text-anchor="end">'
+        f"{y_max / 2:,.0f}</text>"
         f'<text x="16" y="{hist_top + hist_h / 2}" font-size="12" text-anchor="middle" '
         f'transform="rotate(-90 16 {hist_top + hist_h / 2})">rows</text>'
     )
