@@ -70,3 +70,25 @@ def colour_pixels(image: np.ndarray, rgb: tuple[int, int, int], tolerance: int =
     """How many pixels are within ``tolerance`` of ``rgb`` on every channel."""
     diff = np.abs(image.astype(np.int16) - np.array(rgb, dtype=np.int16))
     return int((diff <= tolerance).all(axis=-1).sum())
+
+
+def dump_dom(html_path: str | os.PathLike) -> str:
+    """The page's DOM after its scripts ran, serialized by headless Chromium (skips without it)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    profile_dir = Path(html_path).parent / "chromium-profile-dom"
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile_dir}",
+        "--dump-dom",
+        Path(html_path).resolve().as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout

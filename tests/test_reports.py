@@ -581,6 +581,39 @@ def test_drift_report_screenshot_predictions_only(tmp_path):
     assert browser.colour_pixels(top, (0xEA, 0xF7, 0xEE), 4) == 0  # ... not green
 
 
+def test_summary_table_sorts_in_chromium(tmp_path):
+    features = [
+        numeric_column("mid", psi=0.5, p=0.01),
+        numeric_column("none", psi=0.05, p=None),
+        numeric_column("low", psi=0.01, p=0.9),
+        numeric_column("high", psi=3.0, p=0.0),
+    ]
+    page = dr.render_html(make_report(features, []))
+    clicks = {
+        "psi_asc": "h[4].click()",  # column, kind, status, p_value, psi
+        "psi_desc": "h[4].click();h[4].click()",
+        "p_desc": "h[3].click();h[3].click()",
+        "name_asc": "h[0].click()",
+    }
+    expected = {
+        "psi_asc": ["low", "none", "mid", "high"],
+        "psi_desc": ["high", "mid", "none", "low"],
+        "p_desc": ["low", "mid", "high", "none"],  # None stays last
+        "name_asc": ["high", "low", "mid", "none"],
+    }
+    for name, click in clicks.items():
+        path = tmp_path / f"{name}.html"
+        script = (
+            "<script>var h=document.querySelectorAll('#features ~ table.sortable thead th');"
+            f"{click}</script></body>"
+        )
+        path.write_text(page.replace("</body>", script))
+        dom = browser.dump_dom(path)
+        table = dom[dom.index('id="features"') :]
+        rows = re.findall(r'<tr class="\w+"><td class="name" data-v="([^"]+)">', table)
+        assert rows == expected[name], name
+
+
 def test_calibration_report_screenshot(tmp_path):
     p, y = _noisy_binary()
     fitted, after = cal.fit_and_evaluate(p, y, "isotonic")
