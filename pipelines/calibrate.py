@@ -10,8 +10,9 @@ calibrated on its combined output) and reuses its steps: :func:`score.plan`,
 validation and ``RunInference``. Predictions and labels are collected with a
 ``CombineFn`` (fine at validation-set sizes), the parameters are fitted and
 written as JSON together with a report (ECE, MCE, Brier, NLL before and
-after) and a reliability diagram (``<output stem>.reliability.png`` and a
-self-contained ``.html``), all from inside the pipeline.
+after; "after" cross-fitted over 5 folds) and a self-contained calibration
+report with an SVG reliability diagram (``<output stem>.reliability.html``),
+all from inside the pipeline.
 """
 
 from __future__ import annotations
@@ -49,10 +50,6 @@ class CalibrateOptions:
     @property
     def stem(self) -> str:
         return self.output[: -len(".json")] if self.output.endswith(".json") else self.output
-
-    @property
-    def png(self) -> str:
-        return f"{self.stem}.reliability.png"
 
     @property
     def html(self) -> str:
@@ -152,19 +149,21 @@ def scores_and_labels(
 
 
 class FitAndWriteDoFn(beam.DoFn):
-    """Fits the calibration and writes the JSON, PNG and HTML (runs once)."""
+    """Fits the calibration and writes the JSON and the HTML report (runs once)."""
 
     def __init__(self, options: CalibrateOptions, info: dict[str, Any]) -> None:
         self._options = options
         self._info = info
 
     def process(self, collected: tuple[np.ndarray, np.ndarray], rows_failed: int):
-        from transforms.reliability import reliability_html, reliability_png
+        from transforms.reliability import reliability_html
 
         scores, labels = collected
         o = self._options
         try:
-            fitted = cal.fit(scores, labels, o.method, input_kind=o.input_kind, n_bins=o.bins)
+            fitted, after = cal.fit_and_evaluate(
+                scores, labels, o.method, input_kind=o.input_kind, n_bins=o.bins
+            )
         except ValueError as e:
             raise DataError(
                 f"cannot fit {o.method} calibration on label column {o.label_column!r}: {e}"
@@ -173,17 +172,14 @@ class FitAndWriteDoFn(beam.DoFn):
             **fitted.report,
             "rows_failed": int(rows_failed),
             **self._info,
-            "reliability_png": o.png,
             "reliability_html": o.html,
         }
         fitted = dataclasses.replace(fitted, report=report)
         s = cal.as_scores(scores)
         y = cal.check_labels(labels, s)
-        png = reliability_png(
-            cal.to_probabilities(s, fitted.input_kind), fitted.apply(s), y, report, o.bins
-        )
-        _write(o.png, png)
-        _write(o.html, reliability_html(png, report, f"Calibration ({o.method})").encode("utf-8"))
+        before = cal.to_probabilities(s, fitted.input_kind)
+        page = reliability_html(before, after, y, report, f"Calibration ({o.method})", o.bins)
+        _write(o.html, page.encode("utf-8"))
         _write(o.output, fitted.to_json().encode("utf-8"))
         yield fitted.to_dict()
 
@@ -290,7 +286,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     console.echo(
         f"done in {time.time() - started:.1f}s on {result['report']['rows']:,} rows: "
         f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
-        f"Brier {before['brier']:.4f} -> {after['brier']:.4f}; diagram: {options.html}"
+        f"Brier {before['brier']:.4f} -> {after['brier']:.4f} "
+        f"(after: {result['report'].get('after_evaluation', 'in-sample')}); diagram: {options.html}"
     )
     return result
 

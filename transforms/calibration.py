@@ -24,6 +24,14 @@ Metrics (binary: on the positive-class probability against the 0/1 label;
 multiclass: on the top-label confidence against "argmax is right"):
 ECE and MCE over equal-width bins ``(i/B, (i+1)/B]`` (0 falls in the first
 bin), Brier score (multiclass: sum over classes, sklearn's definition), NLL.
+
+The "after" metrics are cross-fitted: the rows are split into ``k`` shuffled
+folds (:data:`DEFAULT_FOLDS`, seeded; the same folds as sklearn's
+``KFold(k, shuffle=True, random_state=seed)``), the method is fitted on
+``k - 1`` folds and applied to the held-out one, and the metrics are computed
+on the concatenated out-of-fold probabilities. Metrics on the rows a
+calibration was fitted on flatter it (isotonic regression reaches ECE 0); they
+are kept as ``after_in_sample``. The returned parameters are fitted on all rows.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from transforms.ensemble import softmax
 METHODS = ("temperature", "platt", "isotonic")
 INPUT_KINDS = ("probabilities", "logits")
 DEFAULT_BINS = 15
+DEFAULT_FOLDS = 5
+DEFAULT_SEED = 0
 _EPS = 1e-12
 
 
@@ -396,15 +406,78 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def fit(
+def kfold_indices(n: int, folds: int, seed: int = DEFAULT_SEED) -> list[np.ndarray]:
+    """Held-out row indices of each of ``folds`` shuffled folds of ``n`` rows.
+
+    The same folds as sklearn's ``KFold(folds, shuffle=True, random_state=seed)``:
+    a seeded shuffle, then contiguous folds, the first ``n % folds`` one row larger.
+    """
+    if not 2 <= folds <= n:
+        raise ValueError(f"cannot split {n} rows into {folds} folds")
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(folds, n // folds)
+    sizes[: n % folds] += 1
+    return np.split(order, np.cumsum(sizes)[:-1])
+
+
+def fit_params(
+    scores: np.ndarray, labels: np.ndarray, method: str, input_kind: str
+) -> dict[str, Any]:
+    """The parameters of ``method`` fitted on checked scores and labels."""
+    s = as_scores(scores)
+    if method == "temperature":
+        return {"temperature": fit_temperature(to_logits(s, input_kind), labels)}
+    if method == "platt":
+        if s.ndim != 1:
+            raise ValueError(
+                f"Platt scaling is for binary models with one output; this model outputs {s.shape[1]} "
+                "classes: use --method temperature or isotonic"
+            )
+        a, b = fit_platt(to_logits(s, input_kind), labels)
+        return {"a": a, "b": b}
+    x = _isotonic_input(s, input_kind)
+    if x.ndim == 1:
+        tables = [fit_isotonic(x, (labels == 1).astype(np.float64))]
+    else:
+        tables = [
+            fit_isotonic(x[:, c], (labels == c).astype(np.float64)) for c in range(x.shape[1])
+        ]
+    return {"classes": [[t[0].tolist(), t[1].tolist()] for t in tables]}
+
+
+def cross_fitted_probabilities(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    method: str,
+    input_kind: str,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """Out-of-fold calibrated probabilities: each fold calibrated by a fit on the other folds."""
+    s = as_scores(scores)
+    y = np.asarray(labels)
+    num_classes = 1 if s.ndim == 1 else s.shape[1]
+    out = np.empty(s.shape, dtype=np.float64)
+    for held in kfold_indices(len(y), folds, seed):
+        train = np.ones(len(y), dtype=bool)
+        train[held] = False
+        params = fit_params(s[train], y[train], method, input_kind)
+        out[held] = Calibration(method, input_kind, num_classes, params).apply(s[held])
+    return out
+
+
+def fit_and_evaluate(
     scores: np.ndarray,
     labels: np.ndarray,
     method: str,
     *,
     input_kind: str | None = None,
     n_bins: int = DEFAULT_BINS,
-) -> Calibration:
-    """Fits ``method`` on labelled scores and reports the metrics before and after.
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+) -> tuple[Calibration, np.ndarray]:
+    """Fits ``method`` on all rows; reports the metrics before and (cross-fitted) after.
 
     Args:
         scores: Model outputs, ``(n,)`` binary or ``(n, k)``.
@@ -412,6 +485,13 @@ def fit(
         method: One of :data:`METHODS`.
         input_kind: ``probabilities`` or ``logits``; detected from the values if None.
         n_bins: Bins for ECE/MCE.
+        folds: Folds of the cross-fitted "after" metrics (fewer with fewer rows;
+            with one row the "after" metrics are in-sample and the report says so).
+        seed: Seed of the fold shuffle.
+
+    Returns:
+        The calibration fitted on all rows, and the probabilities the "after"
+        metrics were computed on (out-of-fold; in-sample with one row).
 
     Raises:
         ValueError: for an unknown method, Platt on multiclass scores, or bad labels.
@@ -426,25 +506,41 @@ def fit(
     if kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {kind!r}")
     num_classes = 1 if s.ndim == 1 else s.shape[1]
-    if method == "temperature":
-        params: dict[str, Any] = {"temperature": fit_temperature(to_logits(s, kind), y)}
-    elif method == "platt":
-        if s.ndim != 1:
-            raise ValueError(
-                f"Platt scaling is for binary models with one output; this model outputs {num_classes} "
-                "classes: use --method temperature or isotonic"
-            )
-        a, b = fit_platt(to_logits(s, kind), y)
-        params = {"a": a, "b": b}
+    calibration = Calibration(method, kind, num_classes, fit_params(s, y, method, kind))
+    in_sample = calibration.apply(s)
+    k = min(folds, len(y))
+    if k >= 2:
+        held_out = cross_fitted_probabilities(s, y, method, kind, k, seed)
+        evaluation = f"cross-fitted, {k} folds"
     else:
-        x = _isotonic_input(s, kind)
-        if x.ndim == 1:
-            tables = [fit_isotonic(x, (y == 1).astype(np.float64))]
-        else:
-            tables = [fit_isotonic(x[:, c], (y == c).astype(np.float64)) for c in range(x.shape[1])]
-        params = {"classes": [[t[0].tolist(), t[1].tolist()] for t in tables]}
-    calibration = Calibration(method, kind, num_classes, params)
-    before = metrics(to_probabilities(s, kind), y, n_bins)
-    after = metrics(calibration.apply(s), y, n_bins)
-    report = {"rows": len(y), "bins": n_bins, "before": before, "after": after}
-    return dataclasses.replace(calibration, report=report)
+        held_out = in_sample
+        evaluation = "in-sample (too few rows to cross-fit)"
+    report = {
+        "rows": len(y),
+        "bins": n_bins,
+        "before": metrics(to_probabilities(s, kind), y, n_bins),
+        "after": metrics(held_out, y, n_bins),
+        "after_evaluation": evaluation,
+        "cross_fit": {"folds": k if k >= 2 else 0, "seed": seed},
+        "after_in_sample": metrics(in_sample, y, n_bins),
+    }
+    return dataclasses.replace(calibration, report=report), held_out
+
+
+def fit(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    method: str,
+    *,
+    input_kind: str | None = None,
+    n_bins: int = DEFAULT_BINS,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+) -> Calibration:
+    """Fits ``method`` on labelled scores and reports the metrics before and after.
+
+    The same as :func:`fit_and_evaluate` without the out-of-fold probabilities.
+    """
+    return fit_and_evaluate(
+        scores, labels, method, input_kind=input_kind, n_bins=n_bins, folds=folds, seed=seed
+    )[0]
