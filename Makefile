@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format bench lock clean airflow-venv
+.PHONY: install demo test test-fast lint format bench lock clean airflow-venv
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ format: $(STAMP)
 
 test: lint airflow-venv
 	$(BIN)/python -m pytest
+
+# The inner loop: everything but the end-to-end and deploy tests marked `slow`.
+# `make test-fast PYTHON=python3.12 VENV=.venv-py312` runs it on another interpreter.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 # Airflow + its Beam/Google providers + this project, in their own venv so the
 # main install stays lean; tests/test_airflow.py runs the DAG with it.
