@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint format bench lock clean airflow-venv
+.PHONY: install demo test test-fast lint format bench lock clean airflow-venv flex-metadata
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ $(AIRFLOW_VENV)/.installed: pyproject.toml setup.py requirements/airflow.txt req
 	@touch $@
 
 airflow-venv: $(AIRFLOW_VENV)/.installed
+
+# The Flex Template's parameters, one per `batch-score score` flag; rerun after
+# changing a flag (tests/test_templates.py fails until metadata.json matches).
+flex-metadata: $(STAMP)
+	$(BIN)/python -m pipelines.flex_metadata --output templates/dataflow/metadata.json
 
 bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench --workdir .bench

@@ -70,6 +70,7 @@ class ScoreConfig:
 
 
 _REQUIRED = ("model", "input", "output")
+REQUIRED_SETTINGS = _REQUIRED  # public name (templates, pipelines.flex_metadata)
 _FIELDS = {f.name: f for f in dataclasses.fields(ScoreConfig)}
 
 

@@ -1,9 +1,12 @@
-"""The Airflow DAG in templates/airflow/: imports cleanly, renders Dataflow flags, runs end to end.
+"""The Airflow DAGs in templates/airflow/: import cleanly, render their requests, run end to end.
 
-Airflow lives in its own venv (``make airflow-venv``; ``make test`` builds it),
-so these tests drive it through subprocesses: a DagBag probe and
+``score_flex_dag.py`` launches the Dataflow Flex Template (its request body is
+checked against metadata.json); ``score_dag.py`` runs the pipeline through
+BeamRunPythonPipelineOperator on DirectRunner or Flink. Airflow lives in its
+own venv (``make airflow-venv``; ``make test`` builds it), so these tests
+drive it through subprocesses: DagBag probes (tests/airflow_probe.py) and
 ``airflow dags test`` on DirectRunner against local files. The gate rule
-itself (``score_gate.check_run``) is tested here directly.
+itself (``score_gate``) is tested here directly.
 """
 
 from __future__ import annotations
@@ -13,17 +16,26 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
-from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from pipelines import score
+from pipelines.config import REQUIRED_SETTINGS
 from tests import deploy_support as ds
 from tests import util
 
-AIRFLOW_BIN = ds.REPO / ".venv-airflow" / "bin"
+# The Airflow venv: `make airflow-venv` builds .venv-airflow; a worktree may point elsewhere.
+AIRFLOW_BIN = Path(os.environ.get("BATCH_SCORE_AIRFLOW_VENV", ds.REPO / ".venv-airflow")) / "bin"
 DAGS = ds.REPO / "templates" / "airflow"
 DAG_ID = "batch_score_daily"
+FLEX_DAG_ID = "batch_score_flex_daily"
+METADATA = ds.REPO / "templates" / "dataflow" / "metadata.json"
 needs_airflow = pytest.mark.skipif(
     not (AIRFLOW_BIN / "airflow").exists(),
     reason="no .venv-airflow: run `make airflow-venv` (make test does)",
@@ -69,6 +81,50 @@ def test_gate_reads_drift_json_when_present(tmp_path):
         gate.check_run(str(tmp_path))
 
 
+class _FakeHook:
+    """GCSHook's exists/download over a dict of gs:// objects."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.calls: list[tuple[str, str, str]] = []
+
+    def exists(self, bucket_name: str, object_name: str) -> bool:
+        self.calls.append(("exists", bucket_name, object_name))
+        return f"gs://{bucket_name}/{object_name}" in self.objects
+
+    def download(self, bucket_name: str, object_name: str) -> bytes:
+        self.calls.append(("download", bucket_name, object_name))
+        return self.objects[f"gs://{bucket_name}/{object_name}"]
+
+
+def test_gate_reads_gcs_through_the_hook_as_bytes():
+    summary = {"rows_read": 9, "rows_scored": 9, "rows_failed": 0}
+    hook = _FakeHook(
+        {
+            "gs://b/scores/dt=1/run_summary.json": json.dumps(summary).encode(),
+            "gs://b/scores/dt=1/drift.json": b'{"drift_detected": false}',
+        }
+    )
+    made = []
+    read = gate.gcs_reader(lambda: made.append(1) or hook)
+    assert gate.check_run("gs://b/scores/dt=1/", 0, read=read) == {
+        **summary,
+        "drift_detected": False,
+    }
+    assert made == [1]  # one hook, built on the first gs:// read
+    assert ("download", "b", "scores/dt=1/run_summary.json") in hook.calls
+    with pytest.raises(gate.GateFailure, match=r"gs://b/scores/dt=2/run_summary.json does not"):
+        gate.check_run("gs://b/scores/dt=2", 0, read=read)
+
+
+def test_gate_module_imports_neither_beam_nor_airflow():
+    source = (DAGS / "score_gate.py").read_text()
+    assert not re.search(r"^\s*(import|from) (apache_beam|airflow|tensorflow)", source, re.M)
+    assert gate.split_gcs_uri("gs://bucket/a/b") == ("bucket", "a/b")
+    with pytest.raises(ValueError, match="not a gs:// URI"):
+        gate.split_gcs_uri("/local/a")
+
+
 def _pins(path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
@@ -109,7 +165,7 @@ def airflow_env(tmp_path_factory):
         BATCH_SCORE_PYTHON=str(AIRFLOW_BIN / "python"),
     )
     env["PATH"] = f"{AIRFLOW_BIN}{os.pathsep}{env['PATH']}"
-    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = str(ds.REPO)  # this checkout's pipelines/ for the score subprocess
     proc = subprocess.run(
         [str(AIRFLOW_BIN / "airflow"), "db", "migrate"],
         env=env,
@@ -121,57 +177,145 @@ def airflow_env(tmp_path_factory):
     return env
 
 
-@pytest.mark.slow
-@needs_airflow
-def test_dagbag_imports_and_renders_direct_and_dataflow_flags(tmp_path, airflow_env):
-    out = tmp_path / "facts.json"
+def _probe(env: dict, *args) -> dict:
+    out = args[2]  # mode, target, OUT.json[, gate dir]
     proc = subprocess.run(
-        [str(AIRFLOW_BIN / "python"), str(ds.REPO / "tests" / "airflow_probe.py"), str(DAGS), out],
-        env=airflow_env,
+        [str(AIRFLOW_BIN / "python"), str(ds.REPO / "tests" / "airflow_probe.py"), *map(str, args)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    facts = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@needs_airflow
+def test_dagbag_imports_and_renders_direct_and_flink_flags(tmp_path, airflow_env):
+    facts = _probe(airflow_env, "local", DAGS, tmp_path / "facts.json")
     assert facts["import_errors"] == {}
-    assert facts["dags"] == [DAG_ID]
+    assert facts["dags"] == sorted([DAG_ID, FLEX_DAG_ID])
     assert facts["schedule"] == "@daily" and facts["catchup"] is False
     assert facts["tasks"]["score"] == "BeamRunPythonPipelineOperator"
-    assert facts["downstream_of_score"] == ["gate"]
+    assert facts["downstream"]["score"] == ["gate"]
     assert facts["retries"]["score"] >= 1 and facts["retries"]["gate"] == 0
+    assert facts["py_interpreter"] == airflow_env["BATCH_SCORE_PYTHON"]
 
     direct = facts["direct"]
     assert direct["runner"] == "DirectRunner"
     assert "--input=gs://my-bucket/features/dt=2026-01-02" in direct["args"]
     assert "--output=gs://my-bucket/scores/dt=2026-01-02" in direct["args"]
-    assert not any(a.startswith(("--temp_location", "--verbose")) for a in direct["args"])
-
-    dataflow = facts["dataflow"]
-    assert dataflow["runner"] == "DataflowRunner"
-    assert dataflow["dataflow_config"]["project_id"] == "my-project"
-    assert dataflow["dataflow_config"]["job_name"] == "batch-score-20260102"
-    # The operator adds --runner/--project/--region/--job_name; the rest must parse as our CLI.
-    config, beam_args, verbosity = score.parse_args(
-        [
-            *dataflow["args"],
-            "--runner=DataflowRunner",
-            "--project=my-project",
-            "--region=europe-west4",
-            "--job_name=batch-score-20260102",
-        ]
+    assert "--id-column=id" in direct["args"] and "--batch-size=16384" in direct["args"]
+    assert not any(
+        a.startswith(("--flink", "--environment", "--verbose", "--wait")) for a in direct["args"]
     )
-    assert verbosity == "verbose"  # Beam then logs the job id the operator follows
+
+    flink = facts["flink"]
+    assert flink["runner"] == "FlinkRunner"
+    assert "--wait" in flink["args"]  # run_summary.json exists when the gate runs
+    assert not any(a.startswith("--verbose") for a in flink["args"])
+    # The operator adds --runner; the rest must parse as our CLI, like flink.args does.
+    config, beam_args, _ = score.parse_args([*flink["args"], "--runner=FlinkRunner"])
     assert config.input.endswith("/dt=2026-01-02") and config.id_columns == ["id"]
     options = score.pipeline_options(beam_args)
-    assert options.view_as(StandardOptions).runner == "DataflowRunner"
-    cloud = options.view_as(GoogleCloudOptions)
-    assert cloud.temp_location == "gs://bucket/tmp"
-    assert cloud.dataflow_service_options == [
-        "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
-    ]
-    assert options.view_as(WorkerOptions).sdk_container_image.endswith("batch-score:1")
-    assert not score.waits_for_job(options)
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    flink_options = options.view_as(FlinkRunnerOptions)
+    assert flink_options.flink_master == "flink-rest:8081"
+    assert flink_options.flink_version == "1.20" and flink_options.flink_submit_uber_jar
+    assert flink_options.parallelism == 4
+    # Without BATCH_SCORE_PYTHON the DAG does not load (no silent fallback to Airflow's python).
+    env = {k: v for k, v in airflow_env.items() if k != "BATCH_SCORE_PYTHON"}
+    bare = _probe(env, "local", DAGS, tmp_path / "bare.json")
+    assert bare["dags"] == [FLEX_DAG_ID]
+    (error,) = bare["import_errors"].values()
+    assert "set BATCH_SCORE_PYTHON" in error
+    portable = options.view_as(PortableOptions)
+    assert (portable.environment_type, portable.environment_config) == (
+        "EXTERNAL",
+        "localhost:50000",
+    )
+
+
+def _metadata() -> dict[str, dict]:
+    return {p["name"]: p for p in json.loads(METADATA.read_text())["parameters"]}
+
+
+def _check_body(body: dict, metadata: dict[str, dict]) -> dict[str, str]:
+    """The launch request is well formed and its parameters are metadata.json's; returns them."""
+    (launch,) = body.values()
+    assert list(body) == ["launchParameter"]
+    assert launch["containerSpecGcsPath"].startswith("gs://")
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", launch["jobName"]), launch["jobName"]
+    params = launch["parameters"]
+    assert set(params) <= set(metadata), set(params) - set(metadata)
+    for name, value in params.items():
+        assert isinstance(value, str), (name, value)
+        for regex in metadata[name].get("regexes", []):
+            assert re.fullmatch(regex, value), (name, value, regex)
+    required = {n for n, p in metadata.items() if not p["isOptional"]}
+    assert required == set(REQUIRED_SETTINGS) and required <= set(params)
+    return params
+
+
+@pytest.mark.slow
+@needs_airflow
+def test_flex_dag_request_matches_metadata_and_imports_no_tensorflow(tmp_path, airflow_env):
+    _write(
+        tmp_path / "gate" / "dt=2026-01-02" / "run_summary.json",
+        {"rows_read": 10, "rows_scored": 10, "rows_failed": 0},
+    )
+    facts = _probe(
+        airflow_env, "flex", DAGS / "score_flex_dag.py", tmp_path / "facts.json", tmp_path / "gate"
+    )
+    assert facts["import_errors"] == {}
+    assert facts["dags"] == [FLEX_DAG_ID]
+    assert facts["heavy_modules"] == []  # no TensorFlow, Keras, Beam or this project in Airflow
+    assert facts["tasks"] == {
+        "wait_for_input": "GCSObjectsWithPrefixExistenceSensor",
+        "score": "DataflowStartFlexTemplateOperator",
+        "gate": "_PythonDecoratedOperator",
+    }
+    assert facts["downstream"] == {"wait_for_input": ["score"], "score": ["gate"], "gate": []}
+    assert facts["retries"]["gate"] == 0 and facts["retries"]["score"] >= 1
+
+    sensor = facts["sensor"]
+    assert sensor["mode"] == "reschedule"
+    assert (sensor["bucket"], sensor["prefix"]) == ("in-bucket", "features/dt=2026-01-02/_SUCCESS")
+    assert sensor["no_marker_prefix"] == "features/dt=2026-01-02/"
+    assert facts["score_location"] == "europe-west4"
+
+    metadata = _metadata()
+    params = _check_body(facts["default"], metadata)
+    assert params == {
+        "model": "gs://my-bucket/models/model.keras",
+        "input": "gs://my-bucket/features/dt=2026-01-02",
+        "output": "gs://my-bucket/scores/dt=2026-01-02",
+        "id_column": "id",
+        "batch_size": "16384",
+    }
+    environment = facts["default"]["launchParameter"]["environment"]
+    assert environment["sdkContainerImage"].endswith("/batch-score:1")
+    assert environment["maxWorkers"] == 10 and "additionalExperiments" not in environment
+
+    custom = _check_body(facts["custom"], metadata)
+    assert custom["id_column"] == "user_id,ts" and custom["fail_on_drift"] == "true"
+    assert custom["drift_threshold"] == "psi=0.3,ks=off"
+    experiments = facts["custom"]["launchParameter"]["environment"]["additionalExperiments"]
+    assert experiments == ["worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
+    # What the template's main.py makes of these parameters parses as the score command.
+    flex = importlib.util.spec_from_file_location("flex_main", METADATA.parent / "main.py")
+    main = importlib.util.module_from_spec(flex)
+    flex.loader.exec_module(main)
+    config, _, _ = score.parse_args(main.to_cli_args([f"--{k}={v}" for k, v in custom.items()]))
+    assert config.id_columns == ["user_id", "ts"] and config.fail_on_drift is True
+    assert config.output == "gs://my-bucket/scores/dt=2026-01-02"
+
+    # The gate reads gs:// through GCSHook (a fake serving tmp_path/gate here).
+    assert facts["gate_args"] == ["gs://bucket/scores/dt=2026-01-02", 0]
+    assert facts["gate_result"] == {"rows_read": 10, "rows_scored": 10, "rows_failed": 0}
+    downloads = [c[1] for c in facts["gate_calls"] if c[0] == "download"]
+    assert downloads == ["scores/dt=2026-01-02/run_summary.json"]
 
 
 @pytest.mark.slow

@@ -198,5 +198,13 @@ def test_profile_calibration_and_drift_files_on_gs(gcs, tmp_path):
     )
     gate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gate)
+
+    class _Hook:  # GCSHook's exists/download, on the same client library
+        def exists(self, bucket_name: str, object_name: str) -> bool:
+            return gcs.bucket(bucket_name).blob(object_name).exists()
+
+        def download(self, bucket_name: str, object_name: str) -> bytes:
+            return gcs.bucket(bucket_name).blob(object_name).download_as_bytes()
+
     with pytest.raises(gate.GateFailure, match="dataset drift detected"):
-        gate.check_run(output)
+        gate.check_run(output, read=gate.gcs_reader(_Hook))

@@ -30,8 +30,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability import portable_runner
 from google.protobuf import json_format
 
-from pipelines import score
-from pipelines.config import _REQUIRED, add_score_arguments
+from pipelines import flex_metadata, score
+from pipelines.config import REQUIRED_SETTINGS, add_score_arguments
 from tests import deploy_support as ds
 from tests import util
 
@@ -83,11 +83,23 @@ def test_dockerfile_pins_the_project_beam_and_tensorflow():
     assert "-c requirements/constraints.txt" in text
 
 
+def test_dockerfile_pins_the_launcher_and_stages_nothing():
+    """Dependencies are baked in: no setup file, no global PIP_NO_DEPS; launcher tag pinned."""
+    text = _dockerfile()
+    (tag,) = re.findall(r"^ARG LAUNCHER_TAG=(\S+)$", text, re.M)
+    assert tag != "latest" and re.search(r"20\d{6}", tag), tag
+    assert "template-launcher-base:${LAUNCHER_TAG} AS launcher" in text
+    assert not re.search(r"^FROM \S+:latest", text, re.M)
+    env = dict(re.findall(r"^ENV (\w+)=(.*)$", text, re.M))
+    assert "FLEX_TEMPLATE_PYTHON_SETUP_FILE" not in env
+    assert "FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE" not in env
+    assert "PIP_NO_DEPS" not in env
+
+
 def test_dockerfile_flex_template_files_exist_and_are_copied():
     text = _dockerfile()
     env = dict(re.findall(r'^ENV (\w+)="?\$\{WORKDIR\}/([^"\s]+)"?$', text, re.M))
     assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"] == "main.py"
-    assert env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"] == "setup.py"
     copies = re.findall(r"^COPY (?!--from)(.+) (\S+)$", text, re.M)
     sources = [src for srcs, _ in copies for src in srcs.split()]
     for src in sources:
@@ -95,6 +107,45 @@ def test_dockerfile_flex_template_files_exist_and_are_copied():
     assert ("templates/dataflow/main.py", "main.py") in copies
     assert "setup.py" in sources and "pipelines" in sources and "transforms" in sources
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
+
+
+def test_metadata_json_is_the_generated_one():
+    """Regenerate with `make flex-metadata` after changing a score flag."""
+    committed = (DATAFLOW / "metadata.json").read_text()
+    assert committed == flex_metadata.render(), (
+        "templates/dataflow/metadata.json is stale: run `make flex-metadata`"
+    )
+
+
+def test_metadata_has_one_parameter_per_score_flag():
+    """Every flag, counted from the parser here (not by the generator)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_score_arguments(parser)
+    expected = {
+        a.option_strings[0][2:].replace("-", "_") for a in parser._actions if a.option_strings
+    }
+    params = {p["name"]: p for p in flex_metadata.metadata()["parameters"]}
+    assert set(params) == expected
+    assert len(expected) >= 30
+    for name in ("input_format", "preprocess", "calibration", "drift_threshold", "fail_on_drift"):
+        assert name in params
+    assert params["fail_on_drift"]["regexes"] == ["^(true|false)$"]
+    assert params["batch_size"]["regexes"] == [flex_metadata.INTEGER]
+    assert params["input_format"]["regexes"] == ["^(auto|parquet|tfrecord)$"]
+    assert "comma-separated" in params["drift_threshold"]["helpText"]
+    for param in params.values():
+        for regex in param.get("regexes", []):
+            re.compile(regex)
+    assert re.fullmatch(params["drift_share"]["regexes"][0], "0.25")
+    assert re.fullmatch(params["clip_min"]["regexes"][0], "-1e-3")
+    assert not re.fullmatch(params["clip_min"]["regexes"][0], "abc")
+    assert not re.fullmatch(params["output"]["regexes"][0], "/local/out")
+
+
+def test_flex_metadata_cli_writes_the_file(tmp_path):
+    target = tmp_path / "metadata.json"
+    assert flex_metadata.main(["--output", str(target)]) == 0
+    assert json.loads(target.read_text()) == flex_metadata.metadata()
 
 
 def test_metadata_parameters_are_real_flags_and_required_ones_are_there():
@@ -109,11 +160,11 @@ def test_metadata_parameters_are_real_flags_and_required_ones_are_there():
         (cli,) = {a.split("=")[0] for a in flex.to_cli_args([f"--{param['name']}=true"])}
         assert cli in flags, f"metadata parameter {param['name']!r} is not a flag ({cli})"
     by_name = {p["name"]: p for p in metadata["parameters"]}
-    for required in _REQUIRED:
+    for required in REQUIRED_SETTINGS:
         assert required in by_name, f"required flag --{required} missing from metadata.json"
         assert by_name[required]["isOptional"] is False
     optional = {p["name"] for p in metadata["parameters"] if p["isOptional"]}
-    assert optional == set(names) - set(_REQUIRED)
+    assert optional == set(names) - set(REQUIRED_SETTINGS)
 
 
 def test_flex_parameters_translate_to_cli_flags():
@@ -140,6 +191,41 @@ def test_flex_parameters_translate_to_cli_flags():
     ]
     with pytest.raises(SystemExit, match="--reshuffle expects true or false"):
         flex.to_cli_args(["--reshuffle=maybe"])
+
+
+def test_every_metadata_parameter_translates_to_a_flag_the_cli_parses():
+    """A value for each parameter of metadata.json, through main.py, parsed by the real CLI."""
+    flex = _flex_main()
+    samples = {
+        "^(true|false)$": "true",
+        flex_metadata.INTEGER: "3",
+        flex_metadata.NUMBER: "0.5",
+    }
+    params = json.loads((DATAFLOW / "metadata.json").read_text())["parameters"]
+    argv = []
+    for param in params:
+        regex = (param.get("regexes") or [None])[0]
+        if regex in samples:
+            value = samples[regex]
+        elif regex and regex.startswith("^("):
+            value = regex[2:].split("|")[0].rstrip(")$")
+        else:
+            value = "gs://b/x"
+        if param["name"] in ("ensemble_weights", "ab_split"):
+            value = "a=0.5,b=0.5"
+        argv.append(f"--{param['name']}={value}")
+    argv.append("--drift_threshold=psi=0.3,ks=off")
+    args = flex.to_cli_args(argv)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_score_arguments(parser)
+    namespace, unknown = parser.parse_known_args(args)
+    assert unknown == []
+    assert namespace.fail_on_drift is True and namespace.batch_size == 3
+    assert namespace.drift_thresholds == ["gs://b/x", "psi=0.3", "ks=off"]
+    assert namespace.ensemble_weights == {"a": 0.5, "b": 0.5}
+    assert len(vars(namespace)) == len(params)
+    # false leaves a switch out, an empty value leaves any flag out.
+    assert flex.to_cli_args(["--fail_on_drift=false", "--calibration=", "--id_column="]) == []
 
 
 @pytest.mark.slow
@@ -208,9 +294,15 @@ def test_flink_options_build_a_flink_pipeline_on_the_worker_pool(tmp_path):
         assert label in names
 
 
+def _flink_documents() -> dict[str, dict]:
+    docs = list(yaml.safe_load_all((FLINK / "flink-deployment.yaml").read_text()))
+    kinds = [d["kind"] for d in docs]
+    assert len(kinds) == len(set(kinds)), kinds
+    return {d["kind"]: d for d in docs}
+
+
 def test_flink_manifest_matches_the_options():
-    manifest = yaml.safe_load((FLINK / "flink-deployment.yaml").read_text())
-    assert manifest["kind"] == "FlinkDeployment"
+    manifest = _flink_documents()["FlinkDeployment"]
     spec = manifest["spec"]
     options = dict(arg.lstrip("-").split("=", 1) for arg in _flink_args() if "=" in arg)
     assert spec["flinkVersion"] == "v" + options["flink_version"].replace(".", "_")
@@ -224,6 +316,50 @@ def test_flink_manifest_matches_the_options():
     assert slots * spec["taskManager"]["replicas"] == int(options["parallelism"])
     assert pool["image"].endswith(f"beam-{beam.__version__}")
     assert options["flink_master"].startswith(manifest["metadata"]["name"] + "-rest:")
+
+
+def _quantity(value) -> float:
+    """A Kubernetes / Flink quantity (2, "500m", "4Gi", "4096m" memory) as a number."""
+    text = str(value)
+    units = {"Gi": 2**30, "Mi": 2**20, "Ki": 2**10, "G": 1e9, "M": 1e6, "k": 1e3, "m": 1e-3}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_flink_manifest_uses_workload_identity_and_limits_resources():
+    docs = _flink_documents()
+    account = docs["ServiceAccount"]
+    gsa = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert re.fullmatch(
+        r"[A-Za-z][-A-Za-z0-9]*@[A-Za-z][-A-Za-z0-9]*\.iam\.gserviceaccount\.com", gsa
+    )
+    spec = docs["FlinkDeployment"]["spec"]
+    assert spec["serviceAccount"] == account["metadata"]["name"]
+    pod = spec["podTemplate"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    binding = docs["RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
+
+    text = (FLINK / "flink-deployment.yaml").read_text()
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in text and "secretName" not in text
+    assert "volumes" not in pod
+    for container in pod["containers"]:
+        assert not container.get("volumeMounts") and not container.get("env"), container["name"]
+
+    pool = {c["name"]: c for c in pod["containers"]}["beam-worker-pool"]
+    requests, limits = pool["resources"]["requests"], pool["resources"]["limits"]
+    for key in ("cpu", "memory"):
+        assert 0 < _quantity(requests[key]) <= _quantity(limits[key]), key
+    # The Flink containers: requests from *.resource, limits through the limit factors.
+    for role in ("jobManager", "taskManager"):
+        resource = spec[role]["resource"]
+        assert _quantity(resource["cpu"]) > 0 and _quantity(resource["memory"]) > 0
+    conf = spec["flinkConfiguration"]
+    for role in ("jobmanager", "taskmanager"):
+        for key in ("cpu", "memory"):
+            assert float(conf[f"kubernetes.{role}.{key}.limit-factor"]) >= 1.0
 
 
 class _FakeFlinkRest(http.server.BaseHTTPRequestHandler):

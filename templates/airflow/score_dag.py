@@ -1,16 +1,23 @@
-"""Daily batch scoring: ``batch-score score`` through BeamRunPythonPipelineOperator, then a gate.
+"""Daily batch scoring on Flink or locally: ``batch-score score`` through BeamRunPythonPipelineOperator.
 
-Runs on DirectRunner by default; trigger with ``{"runner": "DataflowRunner",
-"gcp_project": ..., "region": ..., "temp_location": "gs://..."}`` (or change
-the defaults below) to run on Dataflow. Input and output paths carry the
-logical date: ``<input_root>/dt=YYYY-MM-DD`` -> ``<output_root>/dt=YYYY-MM-DD``.
-The gate task fails (without retries) when more than ``max_rows_failed`` rows
-were rejected or when ``drift.json`` reports dataset drift.
+For Dataflow use ``score_flex_dag.py`` (the Flex Template; no TensorFlow in
+Airflow). This DAG runs the pipeline's launcher as a subprocess of the Airflow
+worker, so it needs an interpreter with keras-batch-score installed, named by
+``BATCH_SCORE_PYTHON`` (e.g. ``/opt/batch-score/.venv/bin/python``). It is
+required: the DAG does not fall back to Airflow's own interpreter, whose
+environment should not carry TensorFlow and Beam.
+
+``runner`` is ``DirectRunner`` (scoring on the Airflow worker: small jobs and
+tests) or ``FlinkRunner`` (the cluster of ``templates/flink``; the launcher
+submits the job and waits for it with ``--wait``). Input and output paths
+carry the logical date: ``<input_root>/dt=YYYY-MM-DD`` ->
+``<output_root>/dt=YYYY-MM-DD``. The gate task then reads the job's
+``run_summary.json`` and ``drift.json`` (local paths directly, ``gs://`` with
+``GCSHook``) and fails, without retries, when more than ``max_rows_failed``
+rows were rejected or dataset drift was detected.
 
 Install next to ``score_gate.py`` in the DAGs folder. Defaults come from the
-environment (``BATCH_SCORE_*``) so one file serves every deployment;
-``BATCH_SCORE_PYTHON`` names the interpreter that has ``keras-batch-score``
-installed (default: the one running Airflow).
+environment (``BATCH_SCORE_*``) so one file serves every deployment.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import DAG, Param, task
@@ -27,28 +35,58 @@ from airflow.sdk.exceptions import AirflowFailException
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # score_gate.py sits next to this file
     sys.path.insert(0, _HERE)
-from score_gate import GateFailure, check_run  # noqa: E402
+from score_gate import GateFailure, check_run, gcs_reader  # noqa: E402
 
+PYTHON = os.environ.get("BATCH_SCORE_PYTHON")
+if not PYTHON:
+    raise RuntimeError(
+        "score_dag.py: set BATCH_SCORE_PYTHON to the python of a venv with keras-batch-score "
+        "installed (Airflow's own interpreter is not used); for Dataflow use score_flex_dag.py"
+    )
+GCP_CONN_ID = os.environ.get("BATCH_SCORE_GCP_CONN_ID", "google_cloud_default")
 OUTPUT_DIR = "{{ params.output_root }}/dt={{ ds }}"
-ON_DATAFLOW = "params.runner == 'DataflowRunner'"
 
 
-def _dataflow_only(param: str) -> str:
-    """A template that renders to the param on Dataflow and to None (flag left out) otherwise."""
-    return f"{{{{ params.{param} if {ON_DATAFLOW} else None }}}}"
+def beam_options(params: dict[str, Any], ds: str) -> dict[str, Any]:
+    """The pipeline's flags for the run (lists repeat the flag, ``None`` leaves it out)."""
+    options: dict[str, Any] = {
+        "model": params["model"],
+        "input": f"{params['input_root']}/dt={ds}",
+        "output": f"{params['output_root']}/dt={ds}",
+        "id-column": params["id_columns"],
+        "batch-size": params["batch_size"],
+        "reference-profile": params["reference_profile"],
+    }
+    if params["runner"] == "FlinkRunner":  # as templates/flink/flink.args
+        options.update(
+            {
+                # Submitting to Flink returns at once: block until run_summary.json is written.
+                "wait": True,
+                "flink_master": params["flink_master"],
+                "flink_version": params["flink_version"],
+                "flink_job_server_jar": params["flink_job_server_jar"],
+                "flink_submit_uber_jar": True,
+                # Python work runs in the TaskManagers' worker-pool sidecars.
+                "environment_type": "EXTERNAL",
+                "environment_config": "localhost:50000",
+                "parallelism": params["parallelism"],
+            }
+        )
+    return options
 
 
 with DAG(
     dag_id="batch_score_daily",
-    description="Score the day's Parquet partition with a Keras model on Beam.",
+    description="Score the day's partition with a Keras model on Beam (Flink or local).",
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
-    render_template_as_native_obj=True,  # lists -> repeated flags, None -> flag left out
+    render_template_as_native_obj=True,  # pipeline_options renders to beam_options()'s dict
+    user_defined_macros={"beam_options": beam_options},
     params={
-        "runner": Param("DirectRunner", enum=["DirectRunner", "DataflowRunner"]),
+        "runner": Param("DirectRunner", enum=["DirectRunner", "FlinkRunner"]),
         "model": Param(os.environ.get("BATCH_SCORE_MODEL", "gs://my-bucket/models/model.keras")),
         "input_root": Param(os.environ.get("BATCH_SCORE_INPUT_ROOT", "gs://my-bucket/features")),
         "output_root": Param(os.environ.get("BATCH_SCORE_OUTPUT_ROOT", "gs://my-bucket/scores")),
@@ -56,54 +94,38 @@ with DAG(
         "batch_size": Param(16384, type="integer", minimum=1),
         "max_rows_failed": Param(0, type="integer", minimum=0),
         "reference_profile": Param(None, type=["null", "string"]),
-        # Dataflow only:
-        "gcp_project": Param(os.environ.get("BATCH_SCORE_GCP_PROJECT"), type=["null", "string"]),
-        "region": Param(os.environ.get("BATCH_SCORE_REGION", "us-central1")),
-        "temp_location": Param(os.environ.get("BATCH_SCORE_TEMP"), type=["null", "string"]),
-        "sdk_container_image": Param(os.environ.get("BATCH_SCORE_IMAGE"), type=["null", "string"]),
-        "setup_file": Param(None, type=["null", "string"]),
-        "machine_type": Param("n1-standard-4"),
-        "max_num_workers": Param(10, type="integer", minimum=1),
-        "dataflow_service_options": Param([], type="array"),
+        # Flink only (templates/flink/flink.args, flink-deployment.yaml):
+        "flink_master": Param(
+            os.environ.get("BATCH_SCORE_FLINK_MASTER", "batch-score-flink-rest:8081")
+        ),
+        "flink_version": Param("1.20", type="string"),
+        "flink_job_server_jar": Param(
+            os.environ.get(
+                "BATCH_SCORE_FLINK_JOB_SERVER_JAR",
+                "/opt/beam/jars/beam-runners-flink-1.20-job-server-2.77.0.jar",
+            )
+        ),
+        "parallelism": Param(4, type="integer", minimum=1),
     },
     tags=["batch-score"],
 ) as dag:
     score = BeamRunPythonPipelineOperator(
         task_id="score",
         runner="{{ params.runner }}",
-        # An interpreter with this project installed (the pipeline's launcher).
-        py_interpreter=os.environ.get("BATCH_SCORE_PYTHON", sys.executable),
+        py_interpreter=PYTHON,  # the pipeline's launcher: has TensorFlow, Beam and this project
         py_options=["-m"],
         py_file="pipelines.score",
-        pipeline_options={
-            "model": "{{ params.model }}",
-            "input": "{{ params.input_root }}/dt={{ ds }}",
-            "output": OUTPUT_DIR,
-            "id-column": "{{ params.id_columns }}",
-            "batch-size": "{{ params.batch_size }}",
-            "reference-profile": "{{ params.reference_profile }}",
-            # Beam logs the Dataflow job id, which the operator needs to follow the job.
-            "verbose": f"{{{{ {ON_DATAFLOW} }}}}",
-            "temp_location": _dataflow_only("temp_location"),
-            "sdk_container_image": _dataflow_only("sdk_container_image"),
-            "setup_file": _dataflow_only("setup_file"),
-            "machine_type": _dataflow_only("machine_type"),
-            "max_num_workers": _dataflow_only("max_num_workers"),
-            "dataflow_service_options": _dataflow_only("dataflow_service_options"),
-        },
-        dataflow_config={
-            "job_name": "batch-score-{{ ds_nodash }}",
-            "project_id": "{{ params.gcp_project }}",
-            "location": "{{ params.region }}",
-            "wait_until_finished": True,
-        },
+        pipeline_options="{{ beam_options(params, ds) }}",
     )
 
     @task(retries=0)
     def gate(output_dir: str, max_rows_failed: int) -> dict:
         """Fails the run when too many rows were rejected or drift was detected."""
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        read = gcs_reader(lambda: GCSHook(gcp_conn_id=GCP_CONN_ID))
         try:
-            return check_run(output_dir, int(max_rows_failed))
+            return check_run(output_dir, int(max_rows_failed), read=read)
         except GateFailure as e:
             raise AirflowFailException(str(e)) from None
 

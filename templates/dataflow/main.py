@@ -4,46 +4,60 @@ The launcher passes every template parameter as ``--name=value``. Parameter
 names in ``metadata.json`` use underscores (``id_column``), the CLI uses
 hyphens (``--id-column``); :func:`to_cli_args` maps one onto the other, turns
 ``true``/``false`` into switch flags and splits comma-separated values of
-repeatable flags. Everything else (Beam and Dataflow options the launcher
+repeatable flags (the same rules ``pipelines.flex_metadata`` documents in
+``metadata.json``). Everything else (Beam and Dataflow options the launcher
 adds) passes through unchanged. The launcher does not wait for the job: the
 job writes ``run_summary.json`` itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+TRUE = ("true", "1", "yes")
+FALSE = ("false", "0", "no")
 
-def _score_flags() -> dict[str, argparse.Action]:
-    from pipelines.config import add_score_arguments
 
-    parser = argparse.ArgumentParser(add_help=False)
-    add_score_arguments(parser)
-    return {opt: action for action in parser._actions for opt in action.option_strings}
+def _long_flag(action) -> str:
+    return next(o for o in action.option_strings if o.startswith("--"))
 
 
 def to_cli_args(argv: Sequence[str]) -> list[str]:
-    """Template parameters (``--id_column=a,b``) -> ``batch-score score`` flags."""
-    flags = _score_flags()
+    """Template parameters (``--id_column=a,b``) -> ``batch-score score`` flags.
+
+    Switches (``--reshuffle=true``) become the bare flag or are left out;
+    ``--name=false`` of a switch that has a ``--no-name`` form becomes that
+    form. Repeatable flags (``--id_column=a,b``) become one flag per value.
+    An empty value leaves the flag out (the setting stays unset).
+    """
+    from pipelines.flex_metadata import is_repeatable, is_switch, parameter_name, score_actions
+
+    actions = {}
+    for action in score_actions():  # --id_column and the CLI's own --id-column
+        actions[f"--{parameter_name(action)}"] = actions[_long_flag(action)] = action
     out: list[str] = []
     for arg in argv:
         name, eq, value = arg.partition("=")
-        cli = name.replace("_", "-")
-        action = flags.get(cli) if name.startswith("--") else None
+        action = actions.get(name)
         if action is None:
-            out.append(arg)
-        elif not eq:
+            out.append(arg)  # a Beam / Dataflow option the launcher adds
+            continue
+        cli = _long_flag(action)
+        if not eq:
             out.append(cli)
-        elif isinstance(action, argparse._StoreTrueAction):
-            if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise SystemExit(f"error: {name} expects true or false, got {value!r}")
-            if value.strip().lower() in ("true", "1", "yes"):
+        elif is_switch(action):
+            answer = value.strip().lower()
+            if answer not in TRUE + FALSE:
+                raise SystemExit(f"error: {name} expects true or false, got {value[:40]!r}")
+            negative = [o for o in action.option_strings if o.startswith("--no-")]
+            if answer in TRUE:
                 out.append(cli)
-        elif isinstance(action, argparse._AppendAction):
+            elif negative:
+                out.append(negative[0])
+        elif is_repeatable(action):
             out += [f"{cli}={part.strip()}" for part in value.split(",") if part.strip()]
-        else:
+        elif value.strip():
             out.append(f"{cli}={value}")
     return out
 
