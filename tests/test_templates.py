@@ -40,12 +40,11 @@ FLINK = ds.REPO / "templates" / "flink"
 
 
 def _pins() -> dict[str, str]:
-    """Pinned runtime dependencies of pyproject.toml (regex: tomllib is 3.11+ only)."""
-    text = (ds.REPO / "pyproject.toml").read_text()
-    deps = re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S).group(1)
+    """The exact versions tested: requirements/constraints.txt (pyproject.toml holds ranges)."""
+    text = (ds.REPO / "requirements" / "constraints.txt").read_text()
     return {
-        name.lower(): version
-        for name, version in re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^"]+)"', deps)
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M)
     }
 
 
