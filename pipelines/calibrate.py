@@ -3,7 +3,7 @@
 Usage::
 
     batch-score calibrate --model model.keras --input labelled.parquet --label-column y \\
-        --method temperature --output calib.json
+        --method temperature --output calib.json   # or --output calib/ (a directory)
 
 It takes the same input, column and model flags as ``score`` (an ensemble is
 calibrated on its combined output) and reuses its steps: :func:`score.plan`,
@@ -11,7 +11,10 @@ validation and ``RunInference``. Predictions and labels are collected with a
 ``CombineFn`` (fine at validation-set sizes), the parameters are fitted and
 written as JSON together with a report (ECE, MCE, Brier, NLL before and
 after) and a reliability diagram (``<output stem>.reliability.png`` and a
-self-contained ``.html``), all from inside the pipeline.
+self-contained ``.html``), all from inside the pipeline. ``--output`` is a
+``.json`` path or a directory, which gets ``calibration.json``,
+``calibration.reliability.png`` and ``calibration.reliability.html``; it is
+checked before any data is read.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, s
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
+from transforms.publish import resolve_output_file
+
+CALIBRATION_FILE = "calibration.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +69,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
     """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
     parser = argparse.ArgumentParser(
         prog="batch-score calibrate",
-        description="Fit probability calibration for a Keras classifier on labelled Parquet data.",
+        description="Fit probability calibration for a Keras classifier on labelled Parquet data. "
+        f"--output is a directory ({CALIBRATION_FILE}, calibration.reliability.png and "
+        "calibration.reliability.html are written inside) or a .json file path "
+        "(<stem>.reliability.png and .html are written beside it).",
     )
     add_score_arguments(parser)
     parser.add_argument(
@@ -102,6 +111,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
     for name in ("verbose", "quiet", "label_column", "method", "bins", "input_kind"):
         delattr(known, name)
     config = resolve_config(known)
+    output = resolve_output_file(config.output, CALIBRATION_FILE)
+    options = dataclasses.replace(options, output=output)
     if options.bins < 1:
         raise ConfigError(f"--bins must be >= 1, got {options.bins}")
     if config.calibration or config.top_k or config.ab_split or config.fallback_model:
@@ -247,7 +258,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     console.configure(verbosity)
     if config.input_format not in ("auto", "parquet"):
         raise ConfigError("calibrate reads Parquet input")
-    plan = score.plan(config)
+    plan = score.plan(config, check_output=False)  # options.output was checked by parse_args
     if plan.preprocess is not None:
         raise ConfigError(
             "calibrate does not support a preprocessing spec yet; score the features directly"

@@ -62,6 +62,8 @@ def configure(verbosity: str = "normal") -> None:
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
+        # A failing step's traceback: the CLI prints the error itself, as one line.
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
         try:
             import absl.logging
 

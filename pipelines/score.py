@@ -40,6 +40,7 @@ from transforms.drift import (
     drift_outcome,
     kept_columns,
     plan_drift_from_config,
+    report_paths,
 )
 from transforms.errors import ConfigError
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
@@ -56,6 +57,7 @@ from transforms.io import (
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
+from transforms.publish import check_id_columns, check_score_output
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -101,12 +103,15 @@ class ScoringPlan:
         return FileSystems.join(self.config.output, f"_staging-{self.run_id}")
 
 
-def plan(config: ScoreConfig) -> ScoringPlan:
+def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
     """Resolves input files, schema, feature layout and model; fails fast with ConfigError.
 
-    Reads only Parquet footers and the model file, never data pages.
+    Reads only Parquet footers and the model file, never data pages. With
+    ``check_output`` the output directory is checked too (transforms.publish).
     """
     files = match_files(config.input)
+    if check_output:
+        check_score_output(config.output, config.input, overwrite=config.overwrite)
     input_format = resolve_input_format(config.input_format, files)
     tf_features = (
         plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
@@ -137,6 +142,7 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
     if post is not None:
         out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
+    check_id_columns(config.id_columns, out_schema)
     drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
     if drift_plan is not None:
         read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
@@ -245,11 +251,15 @@ def build_pipeline(
     scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
     errors = (validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
-    if plan.drift is not None:
-        _ = scored | "Drift" >> ComputeDrift(
-            plan.drift, config.output, {"run_id": plan.run_id, "model": plan.model_id}
-        )
     staging = plan.staging_dir
+    reports = None
+    if plan.drift is not None:  # written into staging, published by Finalize with the rest
+        reports = (
+            scored
+            | "Drift"
+            >> ComputeDrift(plan.drift, staging, {"run_id": plan.run_id, "model": plan.model_id})
+            | "DriftFiles" >> beam.FlatMap(lambda _, d: report_paths(d), staging)
+        )
     prediction_files = scored | "WritePredictions" >> WritePredictions(
         FileSystems.join(staging, PREDICTIONS_PREFIX),
         plan.output_schema,
@@ -282,6 +292,7 @@ def build_pipeline(
         counts=counts,
         predictions=prediction_files,
         errors=error_files,
+        reports=reports,
     )
 
 
