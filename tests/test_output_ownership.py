@@ -14,6 +14,7 @@ import pytest
 
 from pipelines import cli, score
 from tests import util
+from tests.test_gcs import BUCKET, gcs  # noqa: F401  (the GCS emulator fixture)
 from transforms.errors import ReconciliationError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -204,13 +205,18 @@ def test_output_inside_the_input_is_refused(env, tmp_path, capsys):
     for source, output in [
         (str(data_dir), data_dir),
         (str(data_dir), data_dir / "scores"),
-        (glob, data_dir / "scores"),
         (glob, tmp_path / "data" / "." / "x" / ".."),
+        (str(data_dir / "**"), data_dir / "scores"),  # the glob would read the outputs back
+        (str(data_dir / "*" / "*.parquet"), data_dir / "scores"),
     ]:
         code, err = _run(capsys, _score(env, output, data=source))
         assert code == 2, (source, output)
         _assert_one_error_line(err, "input")
     assert sorted(os.listdir(data_dir)) == ["part-0.parquet"]
+    # A glob that cannot match what the run writes may have its output below its directory.
+    code, err = _run(capsys, _score(env, data_dir / "scores", data=glob))
+    assert code == 0, err
+    assert _published_predictions(data_dir / "scores").num_rows == N_ROWS
 
 
 def test_output_that_is_a_file_or_below_a_file_is_refused(env, tmp_path, capsys):
@@ -349,3 +355,29 @@ def test_help_explains_the_output(command, needles, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for needle in needles:
         assert needle in text, needle
+
+
+# --------------------------------------------------------------------------- gs://
+
+
+def test_ownership_on_gcs(env, capsys, request):
+    """The same rules through Beam FileSystems on an emulated bucket (listing, probe, renames)."""
+    client = request.getfixturevalue("gcs")
+    out = f"gs://{BUCKET}/ownership/out"
+    first = _score(env, out, "--reference-profile", env["profile"])
+    assert _run(capsys, first)[0] == 0
+    client.bucket(BUCKET).blob("ownership/out/sub/notes.txt").upload_from_string(b"mine")
+    code, err = _run(capsys, _score(env, out))
+    assert code == 2
+    _assert_one_error_line(err, "sub", "--overwrite")
+    code, err = _run(capsys, _score(env, out, "--overwrite"))
+    assert code == 0, err
+    names = sorted(
+        b.name[len("ownership/out/") :] for b in client.list_blobs(BUCKET, prefix="ownership/out/")
+    )
+    manifest = json.loads(
+        client.bucket(BUCKET).blob("ownership/out/_manifest.json").download_as_bytes()
+    )
+    listed = sorted(e["name"] for e in manifest["files"])
+    assert names == sorted(["_manifest.json", "sub/notes.txt", *listed])
+    assert "drift.json" not in listed and "run_summary.json" in listed

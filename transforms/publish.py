@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import ConfigError
@@ -106,6 +107,38 @@ def input_base(pattern: str) -> str:
     if first is None:
         return pattern
     return posixpath.dirname(pattern[:first]) or "."
+
+
+# One name of each kind a scoring run writes (see OUTPUT_NAME).
+_SAMPLE_OUTPUTS = (
+    "predictions-00000-of-00001.parquet",
+    "errors-00000-of-00001.jsonl",
+    "run_summary.json",
+    "drift.json",
+    "drift.html",
+    MANIFEST_FILE,
+)
+
+
+def reads_output(input_pattern: str, output: str) -> bool:
+    """Whether scoring ``input_pattern`` could read back what a run writes into ``output``.
+
+    True when ``output`` equals or lies inside an input directory, equals the
+    directory a glob reads from, or holds files the glob matches
+    (``data/**``, ``data/*/*.parquet`` and ``--output data/scores``).
+    """
+    base = input_base(input_pattern)
+    if base == input_pattern:  # a file or a directory
+        return is_inside(output, base)
+    if _normalized(output) == _normalized(base):
+        return True
+    if not is_inside(output, base):
+        return False
+    # Compare below the base, both sides normalized the same way.
+    rest = _normalized(output)[len(_normalized(base).rstrip("/")) + 1 :]
+    pattern = input_pattern[len(base.rstrip("/")) + 1 :] if base != "." else input_pattern
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    return any(regex.fullmatch(f"{rest}/{name}") for name in _SAMPLE_OUTPUTS)
 
 
 def _is_file(path: str) -> bool:
@@ -243,7 +276,7 @@ def check_score_output(output: str, input_pattern: str, *, overwrite: bool = Fal
     """The scoring job's output checks, before any data is read.
 
     Refuses an output that is an existing file, that equals or lies inside the
-    input directory (or the directory a glob reads), that cannot be written, or
+    input directory, that the input glob reads from (:func:`reads_output`), that cannot be written, or
     that holds files this tool did not write (unless ``overwrite``; they are
     kept either way, and one with the name of an output file is refused).
 
@@ -252,8 +285,7 @@ def check_score_output(output: str, input_pattern: str, *, overwrite: bool = Fal
     """
     if _is_file(output):
         raise ConfigError(f"--output {output} is an existing file; pass a directory")
-    base = input_base(input_pattern)
-    if is_inside(output, base):
+    if reads_output(input_pattern, output):
         raise ConfigError(
             f"--output {output} is inside the input {input_pattern}: outputs written there could be "
             "read back as input; choose a directory outside it"
@@ -437,7 +469,10 @@ def _roll_back(
 def delete_tree(path: str) -> None:
     """Removes ``path`` if it exists; a failure is only logged (leftovers are harmless)."""
     try:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+        if is_local(path):
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+        elif _is_dir(path):  # an object store deletes a "directory" by its prefix
+            FileSystems.delete([path.rstrip("/") + "/"])
     except Exception as e:
         _LOG.warning("could not remove staging directory %s: %s", path, reason(e))
