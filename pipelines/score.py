@@ -57,7 +57,7 @@ from transforms.io import (
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
-from transforms.publish import check_id_columns, check_score_output
+from transforms.publish import check_id_columns, check_score_output, discard_staging
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -361,11 +361,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, scoring_plan, started_at=started_at)
-    result = pipeline.run()
     summary_path = FileSystems.join(config.output, "run_summary.json")
-    if not (wait or waits_for_job(options)):
-        return _submitted(result, options, scoring_plan, summary_path)
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        if not (wait or waits_for_job(options)):
+            return _submitted(result, options, scoring_plan, summary_path)
+        result.wait_until_finish()
+    except Exception:  # a failed job's staged files (e.g. filling a full disk) go
+        discard_staging(scoring_plan.staging_dir)
+        raise
     summary = _read_summary(summary_path)
     console.echo(
         f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 import uuid
 
 import numpy as np
@@ -170,6 +171,34 @@ def test_failed_run_changes_nothing_published(env, tmp_path, capsys, monkeypatch
     if failure == "mid_publish":
         assert failed and "previous outputs were restored" in err[0]
     assert _snapshot(out) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs (a disk that fills up); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    args = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)]
+    if subprocess.run(args, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_full_disk_during_the_job_is_one_error_line(env, tmp_path, capsys, small_disk):
+    out = small_disk / "out"
+    assert _run(capsys, _score(env, out))[0] == 0
+    before = _snapshot(out)
+    big = util.write_parquet(
+        tmp_path / "big" / "in.parquet", util.feature_table(100_000, len(FEATURES), seed=3)
+    )
+    code, err = _run(capsys, _score(env, out, "--batch-size", "8192", data=big))
+    assert code == 1
+    _assert_one_error_line(err, "No space left on device")
+    assert _snapshot(out) == before
+    assert not [n for n in os.listdir(out) if n.startswith("_staging-")]  # the disk is freed
 
 
 def test_foreign_file_refused_without_overwrite_and_kept_with_it(env, tmp_path, capsys):

@@ -466,6 +466,23 @@ def _roll_back(
     return ok
 
 
+def discard_staging(staging_dir: str) -> None:
+    """Removes a failed run's staging directory, unless it holds previous outputs.
+
+    A publish whose rollback failed leaves the old files in ``<staging>/_previous``:
+    those are kept (and logged), never deleted.
+    """
+    backup = FileSystems.join(staging_dir, BACKUP_DIR)
+    try:
+        kept = FileSystems.match([FileSystems.join(backup, "**")])[0].metadata_list
+    except Exception:
+        kept = []
+    if kept:
+        _LOG.error("previous outputs are kept in %s; move them back by hand", backup)
+        return
+    delete_tree(staging_dir)
+
+
 def delete_tree(path: str) -> None:
     """Removes ``path`` if it exists; a failure is only logged (leftovers are harmless)."""
     try:
