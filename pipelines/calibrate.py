@@ -3,7 +3,7 @@
 Usage::
 
     batch-score calibrate --model model.keras --input labelled.parquet --label-column y \\
-        --method temperature --output calib.json
+        --method temperature --output calib.json   # or --output calib/ (a directory)
 
 It takes the same input, column and model flags as ``score`` (an ensemble is
 calibrated on its combined output) and reuses its steps: :func:`score.plan`,
@@ -12,7 +12,9 @@ validation and ``RunInference``. Predictions and labels are collected with a
 written as JSON together with a report (ECE, MCE, Brier, NLL before and
 after; "after" cross-fitted over 5 folds) and a self-contained calibration
 report with an SVG reliability diagram (``<output stem>.reliability.html``),
-all from inside the pipeline.
+all from inside the pipeline. ``--output`` is a
+``.json`` path or a directory, which gets ``calibration.json`` and
+``calibration.reliability.html``; it is checked before any data is read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, s
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError, DataError
+from transforms.publish import resolve_output_file
+
+CALIBRATION_FILE = "calibration.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
     """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
     parser = argparse.ArgumentParser(
         prog="batch-score calibrate",
-        description="Fit probability calibration for a Keras classifier on labelled Parquet data.",
+        description="Fit probability calibration for a Keras classifier on labelled Parquet data. "
+        f"--output is a directory ({CALIBRATION_FILE} and calibration.reliability.html are "
+        "written inside) or a .json file path (<stem>.reliability.html is written beside it).",
     )
     add_score_arguments(parser)
     parser.add_argument(
@@ -99,6 +106,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
     for name in ("verbose", "quiet", "label_column", "method", "bins", "input_kind"):
         delattr(known, name)
     config = resolve_config(known)
+    output = resolve_output_file(config.output, CALIBRATION_FILE)
+    options = dataclasses.replace(options, output=output)
     if options.bins < 1:
         raise ConfigError(f"--bins must be >= 1, got {options.bins}")
     if config.calibration or config.top_k or config.ab_split or config.fallback_model:
@@ -241,7 +250,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     config, options, beam_args, verbosity = parse_args(argv)
     console.configure(verbosity)
-    plan = score.plan(config)
+    plan = score.plan(config, check_output=False)  # options.output was checked by parse_args
     label_type = (
         plan.input_schema.field(options.label_column).type
         if options.label_column in plan.input_schema.names

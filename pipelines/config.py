@@ -64,6 +64,7 @@ class ScoreConfig:
     ab_split: dict[str, float] | None = None
     fallback_model: str | None = None
     model_sha256: str | None = None  # pinned model hash (pipelines/bundle_options.py)
+    overwrite: bool = False  # write beside files this tool did not write (transforms.publish)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,6 +183,13 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="Seconds between progress lines.",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=s,
+        help="Write into an output directory that holds files this tool did not write. They are "
+        "kept, never deleted; the tool replaces only the files its _manifest.json lists.",
+    )
     postprocess_options.add_postprocess_arguments(parser)
     drift_options.add_drift_arguments(parser)
     bundle_options.add_bundle_arguments(parser)
@@ -232,7 +240,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {short_repr(value)}")
         return float(value)
-    if key in {"unsafe_deserialization", "reshuffle"}:
+    if key in {"unsafe_deserialization", "reshuffle", "overwrite"}:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {short_repr(value)}")
         return value

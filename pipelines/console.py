@@ -65,7 +65,6 @@ def configure(verbosity: str = "normal") -> None:
         # Beam logs a failing DoFn's traceback before re-raising it; the CLI prints
         # the exception itself as one ``error:`` line (--verbose shows both).
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
-    if not verbose:
         try:
             import absl.logging
 

@@ -5,6 +5,9 @@ Usage::
     batch-score profile --input 'train/*.parquet' --output profile.json \\
         [--feature-columns a,b,c] [--id-column id] [--model model.keras] [beam flags]
 
+``--output`` is a ``.json`` path or a directory (then ``profile.json`` is
+written inside); it is checked before any data is read.
+
 Without ``--model`` every column that is not an id column is profiled
 (numbers, strings, booleans; list columns are skipped), or only
 ``--feature-columns``. With ``--model`` the model's feature columns are
@@ -41,6 +44,7 @@ from transforms.profile import (
 )
 from transforms.profiling import BuildProfile, Candidate, ProfileSettings
 from transforms.schema import unify_input_schemas
+from transforms.publish import resolve_output_file
 from transforms.tfrecord import (
     arrow_schema,
     plan_features,
@@ -48,6 +52,7 @@ from transforms.tfrecord import (
 )
 
 DEFAULT_BATCH_ROWS = 16384
+PROFILE_FILE = "profile.json"
 
 
 def _csv(value: str) -> list[str]:
@@ -103,7 +108,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
     p.add_argument(
         "--input", required=True, help="Input file, directory or glob (Parquet or TFRecord)."
     )
-    p.add_argument("--output", required=True, help="Profile JSON file to write (local or gs://).")
+    p.add_argument(
+        "--output",
+        required=True,
+        help=f"Profile .json file to write, or a directory to write {PROFILE_FILE} into "
+        "(local or gs://).",
+    )
     p.add_argument(
         "--input-format",
         dest="input_format",
@@ -180,6 +190,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         values["feature_columns"] = tuple(values["feature_columns"])
     config = ProfileConfig(**values)
     _validate(config)
+    config = dataclasses.replace(config, output=resolve_output_file(config.output, PROFILE_FILE))
     return config, split_beam_args(rest), verbosity
 
 
@@ -224,7 +235,8 @@ def plan(config: ProfileConfig) -> ProfilePlan:
                 custom_objects=list(config.custom_objects),
                 unsafe_deserialization=config.unsafe_deserialization,
                 signature=config.signature,
-            )
+            ),
+            check_output=False,  # the profile path was checked by parse_args
         )
         files, schema, pattern = (
             list(scoring.input_files),

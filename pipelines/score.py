@@ -40,6 +40,7 @@ from transforms.drift import (
     drift_outcome,
     kept_columns,
     plan_drift_from_config,
+    report_paths,
 )
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.io import (
@@ -60,6 +61,7 @@ from transforms.schema import (
     unify_input_schemas,
     with_locator,
 )
+from transforms.publish import check_id_columns, check_score_output, discard_staging
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -113,13 +115,16 @@ class ScoringPlan:
         return FileSystems.join(self.config.output, f"_staging-{self.run_id}")
 
 
-def plan(config: ScoreConfig) -> ScoringPlan:
+def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
     """Resolves input files, schema, feature layout and model; fails fast with ConfigError.
 
-    Reads only Parquet footers and the model file, never data pages.
+    Reads only Parquet footers and the model file, never data pages. With
+    ``check_output`` the output directory is checked too (transforms.publish).
     """
     config, bundle = bundle_options.apply_bundle(config)  # verifies the bundle's hashes
     files = match_files(config.input)
+    if check_output:
+        check_score_output(config.output, config.input, overwrite=config.overwrite)
     input_format = resolve_input_format(config.input_format, files)
     tf_features = (
         plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
@@ -158,6 +163,7 @@ def plan(config: ScoreConfig) -> ScoringPlan:
     post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
     if post is not None:
         out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
+    check_id_columns(config.id_columns, out_schema)
     drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
     if drift_plan is not None:
         read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
@@ -277,11 +283,15 @@ def build_pipeline(
     scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
     errors = (read_errors, validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
-    if plan.drift is not None:
-        _ = scored | "Drift" >> ComputeDrift(
-            plan.drift, config.output, {"run_id": plan.run_id, "model": plan.model_id}
-        )
     staging = plan.staging_dir
+    reports = None
+    if plan.drift is not None:  # written into staging, published by Finalize with the rest
+        reports = (
+            scored
+            | "Drift"
+            >> ComputeDrift(plan.drift, staging, {"run_id": plan.run_id, "model": plan.model_id})
+            | "DriftFiles" >> beam.FlatMap(lambda _, d: report_paths(d), staging)
+        )
     prediction_files = scored | "WritePredictions" >> WritePredictions(
         FileSystems.join(staging, PREDICTIONS_PREFIX),
         plan.output_schema,
@@ -316,6 +326,7 @@ def build_pipeline(
         counts=counts,
         predictions=prediction_files,
         errors=error_files,
+        reports=reports,
     )
 
 
@@ -391,11 +402,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, scoring_plan, started_at=started_at)
-    result = pipeline.run()
     summary_path = FileSystems.join(config.output, "run_summary.json")
-    if not (wait or waits_for_job(options)):
-        return _submitted(result, options, scoring_plan, summary_path)
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        if not (wait or waits_for_job(options)):
+            return _submitted(result, options, scoring_plan, summary_path)
+        result.wait_until_finish()
+    except Exception:  # a failed job's staged files (e.g. filling a full disk) go
+        discard_staging(scoring_plan.staging_dir)
+        raise
     summary = _read_summary(summary_path)
     console.echo(
         f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "

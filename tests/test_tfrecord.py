@@ -224,6 +224,9 @@ def test_truncated_tfrecord_fails_job_and_publishes_nothing(tmp_path, gzip):
     out.mkdir()
     (out / "predictions-previous.parquet").write_bytes(b"old results")
     (out / "run_summary.json").write_text('{"previous": true}')
+    previous = [{"name": p.name, "size": p.stat().st_size} for p in out.iterdir()]
+    manifest = {"format": "keras-batch-score/manifest", "version": 1, "files": previous}
+    (out / "_manifest.json").write_text(json.dumps(manifest))  # a previous run wrote them
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     spec = yaml.safe_dump({"tfrecord_features": [{"name": "id", "dtype": "int"},
                                                  {"name": "a", "dtype": "float"}]})  # fmt: skip

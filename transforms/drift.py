@@ -513,16 +513,17 @@ def write_reports(report: Mapping[str, Any], output_dir: str) -> list[str]:
     """Writes ``drift.json`` and ``drift.html`` into ``output_dir``; returns their paths."""
     from transforms.drift_report import render_html
 
-    paths = []
-    for name, text in (
-        (DRIFT_JSON, json.dumps(report, indent=2, allow_nan=False) + "\n"),
-        (DRIFT_HTML, render_html(report)),
-    ):
-        path = FileSystems.join(output_dir, name)
+    paths = report_paths(output_dir)
+    texts = (json.dumps(report, indent=2, allow_nan=False) + "\n", render_html(report))
+    for path, text in zip(paths, texts, strict=True):
         with FileSystems.create(path) as f:
             f.write(text.encode("utf-8"))
-        paths.append(path)
     return paths
+
+
+def report_paths(output_dir: str) -> list[str]:
+    """Where :func:`write_reports` puts ``drift.json`` and ``drift.html`` in ``output_dir``."""
+    return [FileSystems.join(output_dir, name) for name in (DRIFT_JSON, DRIFT_HTML)]
 
 
 def read_report(output_dir: str) -> dict[str, Any]:
@@ -545,6 +546,9 @@ class _BuildAndWrite(beam.DoFn):
 
 class ComputeDrift(beam.PTransform):
     """Scored batches -> drift report dict, written to ``drift.json`` and ``drift.html``.
+
+    The scoring job writes them into its staging directory; its final step
+    publishes them with the other outputs (:mod:`transforms.publish`).
 
     Args:
         plan: The checked reference profile (:func:`plan_drift`).

@@ -3,10 +3,12 @@
 The counts come from a global combine over the batches, not from the
 launcher (which does not wait for the job on Dataflow or Flink). The final
 step runs once, after every output file is written: it checks
-``rows_read == rows_scored + rows_failed``, promotes the staged files into the
-output directory (removing the previous run's files), and writes
-``run_summary.json``. If the counts do not reconcile the step raises, the job
-fails, and the previous results stay untouched.
+``rows_read == rows_scored + rows_failed``, writes ``run_summary.json`` into
+the staging directory too, and publishes every staged file in one step
+(:func:`transforms.publish.publish`: only the files the previous run's
+``_manifest.json`` lists are replaced). If the counts do not reconcile, or a
+write fails, the step raises, the job fails, and the published files stay as
+they were.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import ReconciliationError
-from transforms.io import ERRORS_PREFIX, PREDICTIONS_PREFIX
+from transforms.publish import PublishError, delete_tree, publish, reason
 
 _LOG = logging.getLogger("keras_batch_score")
 
@@ -94,25 +96,6 @@ def reconcile(counts: Mapping[str, int]) -> None:
         )
 
 
-def promote(staged: Iterable[str], output_dir: str, prefixes: Iterable[str]) -> list[str]:
-    """Moves staged files into ``output_dir``, first deleting earlier files with the same prefixes.
-
-    Returns:
-        The final paths.
-    """
-    old: list[str] = []
-    for prefix in prefixes:
-        pattern = FileSystems.join(output_dir, f"{prefix}-*")
-        old += [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-    if old:
-        FileSystems.delete(old)
-    sources = sorted(staged)
-    targets = [FileSystems.join(output_dir, posixpath.basename(p)) for p in sources]
-    if sources:
-        FileSystems.rename(sources, targets)
-    return targets
-
-
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
     with FileSystems.create(path) as f:
         f.write(
@@ -131,17 +114,22 @@ class FinalizeRunDoFn(beam.DoFn):
         self._started_at = started_at
         self._summary = dict(summary)
 
-    def process(self, _, counts: Mapping[str, int], predictions: list[str], errors: list[str]):
+    def process(
+        self,
+        _,
+        counts: Mapping[str, int],
+        predictions: list[str],
+        errors: list[str],
+        reports: list[str],
+    ):
         counts = dict(counts)
         try:
             reconcile(counts)
         except ReconciliationError:
-            _delete_tree(self._staging_dir)
+            delete_tree(self._staging_dir)
             raise
-        files = promote(
-            [*predictions, *errors], self._output_dir, (PREDICTIONS_PREFIX, ERRORS_PREFIX)
-        )
-        _delete_tree(self._staging_dir)
+        staged = sorted([*predictions, *errors, *reports])
+        final = [FileSystems.join(self._output_dir, posixpath.basename(p)) for p in staged]
         elapsed = time.time() - self._started_at
         summary = {
             **counts,
@@ -149,23 +137,31 @@ class FinalizeRunDoFn(beam.DoFn):
             "elapsed_seconds": round(elapsed, 3),
             "rows_per_second": round(counts["rows_read"] / elapsed, 1) if elapsed > 0 else None,
             **self._summary,
-            "output_files": files,
+            "output_files": final,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json(FileSystems.join(self._output_dir, SUMMARY_FILE), summary)
+        staged_summary = FileSystems.join(self._staging_dir, SUMMARY_FILE)
+        try:
+            write_json(staged_summary, summary)
+        except Exception as e:
+            raise PublishError(
+                f"writing {staged_summary} failed: {reason(e)}; nothing was published"
+            ) from e
+        publish(
+            [*staged, staged_summary],
+            self._output_dir,
+            self._staging_dir,
+            str(self._summary.get("run_id", "")),
+            commit_file=SUMMARY_FILE,
+        )
+        delete_tree(self._staging_dir)
         yield summary
 
 
-def _delete_tree(path: str) -> None:
-    try:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    except Exception as e:  # leftover staging files are harmless; never mask the real outcome
-        _LOG.warning("could not remove staging directory %s: %s", path, e)
-
-
 class FinalizeRun(beam.PTransform):
-    """Reconciles the counts, publishes the files and writes ``run_summary.json``.
+    """Reconciles the counts, writes ``run_summary.json`` and publishes every staged file.
+
+    ``reports`` holds the paths of extra staged files (the drift report), if any.
 
     Returns:
         A PCollection holding the summary dict.
@@ -181,14 +177,19 @@ class FinalizeRun(beam.PTransform):
         counts: beam.PCollection,
         predictions: beam.PCollection,
         errors: beam.PCollection,
+        reports: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self._fn = FinalizeRunDoFn(output_dir, staging_dir, started_at, summary)
         self._counts = counts
         self._predictions = predictions
         self._errors = errors
+        self._reports = reports
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        reports = self._reports
+        if reports is None:
+            reports = pbegin | "NoReports" >> beam.Create([]).with_output_types(str)
         return (
             pbegin
             | "Once" >> beam.Create([None])
@@ -198,5 +199,6 @@ class FinalizeRun(beam.PTransform):
                 counts=beam.pvalue.AsSingleton(self._counts),
                 predictions=beam.pvalue.AsList(self._predictions),
                 errors=beam.pvalue.AsList(self._errors),
+                reports=beam.pvalue.AsList(reports),
             )
         )
