@@ -43,8 +43,8 @@ from transforms.profile import (
     type_kind,
 )
 from transforms.profiling import BuildProfile, Candidate, ProfileSettings
-from transforms.schema import unify_input_schemas
 from transforms.publish import resolve_output_file
+from transforms.schema import unify_input_schemas
 from transforms.tfrecord import (
     arrow_schema,
     plan_features,

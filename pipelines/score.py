@@ -55,13 +55,13 @@ from transforms.io import (
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
+from transforms.publish import check_id_columns, check_score_output, discard_staging
 from transforms.schema import (
     LOCATOR_COLUMNS,
     check_locator_names,
     unify_input_schemas,
     with_locator,
 )
-from transforms.publish import check_id_columns, check_score_output, discard_staging
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
