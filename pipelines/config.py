@@ -87,7 +87,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         default=s,
-        help="Model to score with: a .keras file, an .h5 file or a SavedModel directory.",
+        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory, or an architecture .json with its .weights.h5 beside it (or a directory of both).",
     )
     parser.add_argument(
         "--input", default=s, help="Input file, directory glob or gs:// pattern (Parquet)."

@@ -25,7 +25,7 @@ import pytest
 
 from pipelines.cli import main as cli_main
 from tests import util
-from tests.zoo_objects import ZooMLP
+from tests.zoo_objects import ZooMLP, ZooTwoTower
 from transforms.errors import ModelError
 from transforms.keras_model import ModelSpec, TensorInfo, health_check, load
 from transforms.validate import assemble_features, plan_layout, rejected_rows_table
@@ -143,6 +143,19 @@ def _multi_io():
     return keras.Model({"a": a, "b": b}, {"score": score, "probs": probs})
 
 
+def _subclassed_dict(x):
+    model = ZooTwoTower()
+    model({k: v[:2] for k, v in x.items()})
+    return model
+
+
+def _two_inputs(table):
+    return {
+        "a": _np(table, "a").astype(np.float32),
+        "b": _np(table, "b").astype(np.float32).reshape(-1, 1),
+    }
+
+
 def _tabular(table):
     return np.stack([_np(table, c) for c in TABULAR], axis=1).astype(np.float32)
 
@@ -191,14 +204,12 @@ KINDS = {
         lambda t: _np(t, "series").astype(np.float32).reshape(-1, T, F),
         [],
     ),
-    "multi_io": (
-        lambda t: _multi_io(),
-        lambda t: {
-            "a": _np(t, "a").astype(np.float32),
-            "b": _np(t, "b").astype(np.float32).reshape(-1, 1),
-        },
-        [],
+    "subclassed_dict": (
+        lambda t: _subclassed_dict(_two_inputs(t)),
+        _two_inputs,
+        ["--custom-object", "tests.zoo_objects:ZooTwoTower"],
     ),
+    "multi_io": (lambda t: _multi_io(), _two_inputs, []),
 }
 
 CASES = [
@@ -217,14 +228,18 @@ CASES = [
     ("sequential_built", "json"),
     ("subclassed", "keras"),
     ("subclassed", "json"),
+    ("subclassed", "export"),
+    ("subclassed_dict", "keras"),
     ("normalization", "keras"),
     ("normalization", "h5"),
     ("normalization", "export"),
     ("string_lookup", "keras"),
     ("string_lookup", "export"),
     ("string_lookup", "json"),
+    ("string_lookup", "h5"),
     ("text_vectorization", "keras"),
     ("text_vectorization", "export"),
+    ("text_vectorization", "json"),
     ("embedding", "keras"),
     ("embedding", "h5"),
     ("embedding", "export"),
@@ -233,6 +248,7 @@ CASES = [
     ("lstm_t1", "export"),
     ("lstm_tf", "keras"),
     ("lstm_tf", "h5"),
+    ("lstm_tf", "export"),
     ("multi_io", "keras"),
     ("multi_io", "h5"),
     ("multi_io", "export"),
@@ -339,6 +355,14 @@ def test_sequential_and_subclassed_inputs_are_known(zoo):
         assert info.shape == (4,) and info.dtype == "float32", kind
 
 
+def test_subclassed_h5_is_refused_with_advice(zoo):
+    _, _, _, save, _ = zoo
+    with pytest.raises(
+        ModelError, match=r"subclassed model cannot be restored from \.h5; save it as \.keras"
+    ):
+        load(ModelSpec(save("subclassed", "h5"), custom_objects=(CUSTOM,)))
+
+
 def test_json_without_weights_file_is_a_clear_error(tmp_path):
     model = _functional()
     (tmp_path / "arch.json").write_text(model.to_json())
@@ -416,6 +440,36 @@ def test_string_column_feeds_string_input_and_nulls_are_row_errors():
     got = assemble_features(table, layout)
     assert got.features["word"].tolist() == [["a"], ["c"]]
     assert got.problems["word"][1].tolist() == ["feature 'word' is null"]
+
+
+def test_dictionary_encoded_strings_feed_string_inputs():
+    words = pa.array(["b", "a", None, "b"]).dictionary_encode()
+    table = pa.table({"word": words})
+    got = assemble_features(table, plan_layout(table.schema, [TensorInfo("word", (), "string")]))
+    assert got.features["word"].tolist() == ["b", "a", "b"]
+    assert got.problems["word"][0].tolist() == [2]
+
+
+def test_validate_dofn_splits_off_non_integer_rows():
+    from apache_beam import pvalue
+
+    from transforms.validate import ValidateDoFn
+
+    table = pa.table({"id": pa.array([10, 11, 12], pa.int64()), "tok": pa.array([1.0, 1.5, 2.0])})
+    layout = plan_layout(table.schema, [TensorInfo("tokens", (1,), "int64")], id_columns=["id"])
+    dofn = ValidateDoFn(layout, ["id"])
+    dofn.setup()
+    out = list(dofn.process(table))
+    (errors,) = [o.value for o in out if isinstance(o, pvalue.TaggedOutput)]
+    (batch,) = [o for o in out if not isinstance(o, pvalue.TaggedOutput)]
+    assert batch.table["id"].to_pylist() == [10, 12]
+    np.testing.assert_array_equal(batch.features["tokens"], np.array([[1], [2]], np.int64))
+    (record,) = errors.to_pylist()
+    assert record["column"] == "tok" and json.loads(record["row"])["id"] == 11
+    assert (
+        record["reason"]
+        == "column 'tok' value 1.5 is not an integer (model input 'tokens' is int64)"
+    )
 
 
 def test_string_and_number_mismatches_are_config_errors():

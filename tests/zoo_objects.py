@@ -23,3 +23,18 @@ class ZooMLP(keras.Model):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="kbs_zoo")
+class ZooTwoTower(keras.Model):
+    """A subclassed model taking a dict of two inputs and returning a dict of two outputs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(6, activation="relu")
+        self.score = keras.layers.Dense(1)
+        self.probs = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, inputs):
+        h = self.hidden(keras.ops.concatenate([inputs["a"], inputs["b"]], axis=-1))
+        return {"score": self.score(h), "probs": self.probs(h)}

@@ -670,6 +670,11 @@ def _explain_load_error(path: str, e: Exception) -> str:
             f"model {path} contains arbitrary code (e.g. a Lambda layer) that safe mode refuses to load: "
             "re-save it without Lambda layers, or pass --unsafe-deserialization if you trust the file"
         )
+    if "Layer count mismatch" in text and "expected 0 layers" in text:
+        return (
+            f"model {path} cannot be loaded: a subclassed model cannot be restored from .h5; "
+            "save it as .keras (model.save('m.keras')) or as JSON + weights"
+        )
     return f"model {path} cannot be loaded: {_first_line(e)}"
 
 

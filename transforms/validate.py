@@ -90,6 +90,8 @@ def _is_numeric_list(t: pa.DataType) -> bool:
 
 
 def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
     return (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
@@ -304,6 +306,8 @@ def _string_values(table: pa.Table, binding: InputBinding, n: int, flag: Any) ->
         arr = table.column(column)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
         if arr.null_count:
             flag(column, np.asarray(arr.is_null()), f"feature {column!r} is null")
             arr = arr.fill_null(
