@@ -81,7 +81,10 @@ class LoadedModel:
         inputs: Model inputs in model order.
         outputs: Model outputs in model order.
         model_id: ``<file name>@<sha256 prefix>`` of the model's bytes.
-        format: ``keras``, ``h5`` or ``saved_model``.
+        format: ``keras``, ``h5``, ``json+weights`` or ``saved_model[<signature>]``.
+        input_structure: How the underlying model takes its inputs: ``single`` (one
+            tensor), ``list`` (in ``inputs`` order) or ``dict`` (by input name). Use it
+            instead of Keras' ``model.input``, which raises on Sequential models.
     """
 
     def __init__(
@@ -94,8 +97,10 @@ class LoadedModel:
         format: str,
         weights: Callable[[], Sequence[Any]],
         keepalive: Any = None,
+        input_structure: str | None = None,
     ) -> None:
         self.inputs = list(inputs)
+        self.input_structure = input_structure
         self.outputs = list(outputs)
         self.model_id = model_id
         self.format = format
@@ -421,6 +426,7 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
         format=fmt,
         weights=lambda: [w.numpy() for w in model.weights],
         keepalive=model,
+        input_structure=structure,
     )
 
 
@@ -647,6 +653,7 @@ def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel
         format=f"saved_model[{name}]",
         weights=lambda: [v.numpy() for v in variables],
         keepalive=root,
+        input_structure="dict",
     )
 
 
