@@ -57,6 +57,7 @@ def _zoo_table() -> pa.Table:
         "word": pa.array(words.tolist(), pa.string()),
         "sentence": pa.array(sentences, pa.large_string()),
         "tok": pa.array(tok.tolist(), pa.list_(pa.int64())),
+        "tok_fixed": pa.FixedSizeListArray.from_arrays(pa.array(tok.ravel(), pa.int32()), T),
         "series1": pa.array(series1.tolist(), pa.list_(pa.float32())),
         "series": pa.FixedSizeListArray.from_arrays(pa.array(series.ravel()), T * F),
         "a": pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), 3),
@@ -129,6 +130,12 @@ def _embedding():
     return keras.Model(inp, keras.layers.Dense(1)(keras.layers.Flatten()(emb)))
 
 
+def _embedding_any_length():
+    inp = keras.Input((None,), dtype="int32", name="tok_fixed")
+    emb = keras.layers.Embedding(20, 3)(inp)
+    return keras.Model(inp, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(emb)))
+
+
 def _lstm(features: int, name: str):
     inp = keras.Input((T, features), name=name)
     return keras.Model(inp, keras.layers.Dense(1)(keras.layers.LSTM(4)(inp)))
@@ -194,6 +201,11 @@ KINDS = {
         [],
     ),
     "embedding": (lambda t: _embedding(), lambda t: _np(t, "tok").astype(np.int32), []),
+    "embedding_any_length": (
+        lambda t: _embedding_any_length(),
+        lambda t: _np(t, "tok_fixed").astype(np.int32),
+        [],
+    ),
     "lstm_t1": (
         lambda t: _lstm(1, "series1"),
         lambda t: _np(t, "series1").astype(np.float32).reshape(-1, T, 1),
@@ -244,6 +256,8 @@ CASES = [
     ("embedding", "h5"),
     ("embedding", "export"),
     ("embedding", "json"),
+    ("embedding_any_length", "keras"),
+    ("embedding_any_length", "export"),
     ("lstm_t1", "keras"),
     ("lstm_t1", "export"),
     ("lstm_tf", "keras"),
@@ -374,6 +388,22 @@ def test_json_without_weights_file_is_a_clear_error(tmp_path):
         load(ModelSpec(str(tmp_path / "d")))
 
 
+def test_json_with_lambda_layer_obeys_safe_mode(tmp_path):
+    inp = keras.Input((4,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.Lambda(lambda t: t * 2.0)(inp)))
+    (tmp_path / "m.json").write_text(model.to_json())
+    model.save_weights(tmp_path / "m.weights.h5")
+    with pytest.raises(ModelError, match="arbitrary code"):
+        load(ModelSpec(str(tmp_path / "m.json")))
+    loaded = load(ModelSpec(str(tmp_path / "m.json"), safe_mode=False))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    np.testing.assert_allclose(
+        loaded.predict({"x": x})[loaded.outputs[0].name],
+        util.keras_reference(model, x)[:, 0],
+        atol=1e-6,
+    )
+
+
 def test_cli_refuses_missing_weights_with_one_line(tmp_path, zoo, capsys):
     _, data, _, _, _ = zoo
     (tmp_path / "arch.json").write_text(_functional().to_json())
@@ -440,6 +470,22 @@ def test_string_column_feeds_string_input_and_nulls_are_row_errors():
     got = assemble_features(table, layout)
     assert got.features["word"].tolist() == [["a"], ["c"]]
     assert got.problems["word"][1].tolist() == ["feature 'word' is null"]
+
+
+def test_unknown_length_takes_the_fixed_size_list_width():
+    values = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
+    fixed = pa.table({"s": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 6)})
+    layout = plan_layout(fixed.schema, [TensorInfo("s", (None, 2), "float32")])
+    assert layout.bindings[0].shape == (3, 2)
+    got = assemble_features(fixed, layout)
+    np.testing.assert_array_equal(got.features["s"], values.reshape(4, 3, 2))
+    from transforms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot take the 6 values per row"):
+        plan_layout(fixed.schema, [TensorInfo("s", (None, 4), "float32")])
+    variable = pa.table({"s": pa.array(values.tolist(), pa.list_(pa.float32()))})
+    with pytest.raises(ConfigError, match=r"unknown length.*store it as a fixed-size list"):
+        plan_layout(variable.schema, [TensorInfo("s", (None,), "float32")])
 
 
 def test_dictionary_encoded_strings_feed_string_inputs():

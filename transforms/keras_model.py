@@ -715,7 +715,7 @@ def health_check(model: LoadedModel, feature_widths: Mapping[str, int]) -> None:
         arr = np.asarray(w)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ModelError(f"model {model.model_id}: weight tensor #{i} contains NaN or Inf")
-    smoke = {info.name: dummy_input(info, 2) for info in model.inputs}
+    smoke = {info.name: dummy_input(info, 2, feature_widths[info.name]) for info in model.inputs}
     try:
         out = model.predict(smoke)
     except Exception as e:
@@ -731,13 +731,36 @@ def health_check(model: LoadedModel, feature_widths: Mapping[str, int]) -> None:
             raise ModelError(f"model {model.model_id}: output {name!r} is NaN/Inf on zero input")
 
 
-def dummy_input(info: TensorInfo, rows: int) -> np.ndarray:
-    """``rows`` rows of zeros for a model input (empty strings for a string input)."""
-    if any(d is None for d in info.shape):
+def resolve_shape(shape: Sequence[int | None], width: int) -> tuple[int, ...] | None:
+    """``shape`` with its one unknown dimension set so that it holds ``width`` values per row.
+
+    Returns None if that is impossible (several unknown dimensions, or ``width``
+    not a positive multiple of the known dimensions' product).
+    """
+    unknown = [i for i, d in enumerate(shape) if d is None]
+    if not unknown:
+        return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    known = int(np.prod([d for d in shape if d is not None], dtype=np.int64))
+    if len(unknown) > 1 or width <= 0 or known <= 0 or width % known:
+        return None
+    return tuple(width // known if d is None else int(d) for d in shape)
+
+
+def dummy_input(info: TensorInfo, rows: int, width: int | None = None) -> np.ndarray:
+    """``rows`` rows of zeros for a model input (empty strings for a string input).
+
+    Args:
+        info: The model input.
+        rows: Number of rows.
+        width: Values per row the pipeline feeds; sets an unknown dimension.
+    """
+    resolved = resolve_shape(info.shape, width or 0)
+    if resolved is None:
         raise ModelError(
-            f"input {info.name!r} has an unknown dimension in shape {info.shape}: only fixed-size inputs are supported"
+            f"input {info.name!r} has an unknown dimension in shape {info.shape} that "
+            f"{width} values per row cannot fill"
         )
-    shape = (rows, *(int(d) for d in info.shape))  # type: ignore[arg-type]
+    shape = (rows, *resolved)
     if is_string_dtype(info.dtype):
         return np.full(shape, "", dtype=object)
     return np.zeros(shape, dtype=info.dtype)

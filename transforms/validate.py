@@ -25,7 +25,7 @@ from apache_beam import pvalue
 
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
-from transforms.keras_model import TensorInfo, is_string_dtype
+from transforms.keras_model import TensorInfo, is_string_dtype, resolve_shape
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -161,10 +161,10 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
     shape ``(T, F)`` (or ``(T, 1)``). String columns feed string inputs.
     """
     size = info.size
-    if size is None:
+    if sum(d is None for d in info.shape) > 1:
         raise ConfigError(
-            f"model input {info.name!r} has per-row shape {info.shape} with an unknown dimension; "
-            "only fixed-size inputs can be fed from columns"
+            f"model input {info.name!r} has per-row shape {info.shape} with several unknown "
+            "dimensions; only inputs with at most one unknown dimension can be fed from columns"
         )
     strings = _takes_strings(info.dtype)
     widths: list[int] = []
@@ -186,6 +186,12 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
         elif _is_numeric_list(t):
             if pa.types.is_fixed_size_list(t):
                 widths.append(t.list_size)
+            elif size is None:
+                raise ConfigError(
+                    f"model input {info.name!r} has per-row shape {info.shape} with an unknown length, "
+                    f"and feature column {col!r} is a variable-length list: store it as a fixed-size "
+                    "list (pa.list_(type, n)) or save the model with a fixed input length"
+                )
             elif len(columns) == 1:
                 widths.append(size)
             else:
@@ -199,6 +205,14 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
                 "(or use a preprocessing spec for strings, categories and images)"
             )
     total = sum(widths)
+    if size is None:
+        shape = resolve_shape(info.shape, total)
+        if shape is None:
+            raise ConfigError(
+                f"model input {info.name!r} (shape {info.shape}) cannot take the {total} values per row "
+                f"of the feature columns {_cut(columns)}"
+            )
+        return InputBinding(info.name, tuple(columns), tuple(widths), shape, info.dtype)
     if total != size:
         raise ConfigError(
             f"model input {info.name!r} (shape {info.shape}) expects {size} values per row, but the feature "
