@@ -100,10 +100,6 @@ def _is_text(t: pa.DataType) -> bool:
     )
 
 
-def _takes_strings(dtype: str) -> bool:
-    return is_string_dtype(dtype)
-
-
 def plan_layout(
     schema: pa.Schema,
     model_inputs: Sequence[TensorInfo],
@@ -134,8 +130,8 @@ def plan_layout(
         elif feature_columns is not None:
             columns = list(feature_columns)
         else:
-            usable = _is_text if _takes_strings(info.dtype) else _is_numeric
-            kind = "string" if _takes_strings(info.dtype) else "numeric"
+            usable = _is_text if is_string_dtype(info.dtype) else _is_numeric
+            kind = "string" if is_string_dtype(info.dtype) else "numeric"
             columns = [n for n in names if n not in id_columns and usable(schema.field(n).type)]
             if not columns:
                 raise ConfigError(
@@ -166,7 +162,7 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
             f"model input {info.name!r} has per-row shape {info.shape} with several unknown "
             "dimensions; only inputs with at most one unknown dimension can be fed from columns"
         )
-    strings = _takes_strings(info.dtype)
+    strings = is_string_dtype(info.dtype)
     widths: list[int] = []
     for col in columns:
         if col not in schema.names:
@@ -212,13 +208,13 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
                 f"model input {info.name!r} (shape {info.shape}) cannot take the {total} values per row "
                 f"of the feature columns {_cut(columns)}"
             )
-        return InputBinding(info.name, tuple(columns), tuple(widths), shape, info.dtype)
-    if total != size:
+    elif total != size:
         raise ConfigError(
             f"model input {info.name!r} (shape {info.shape}) expects {size} values per row, but the feature "
             f"columns give {total}: {_cut(columns)}; set --feature-columns to the model's features in training order"
         )
-    shape = tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    else:
+        shape = tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
     return InputBinding(info.name, tuple(columns), tuple(widths), shape, info.dtype)
 
 
@@ -263,7 +259,7 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
 
     features: dict[str, np.ndarray] = {}
     for binding in layout.bindings:
-        if _takes_strings(binding.dtype):
+        if is_string_dtype(binding.dtype):
             out = _string_values(table, binding, n, flag)
             features[binding.name] = out.reshape((n, *binding.shape))
             continue
