@@ -24,7 +24,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.cli import main as cli_main
-from tests import util
+from tests import test_gcs, util
+from tests.test_gcs import gcs  # noqa: F401  (the GCS emulator fixture)
 from tests.zoo_objects import ZooMLP, ZooTwoTower
 from transforms.errors import ModelError
 from transforms.keras_model import ModelSpec, TensorInfo, health_check, load
@@ -568,3 +569,24 @@ def test_int_model_fed_floats_scores_good_rows_and_reports_bad_ones(tmp_path):
     assert errors[7]["reason"] == (
         "column 'tok' value 2.7 at position 2 is not an integer (model input 'tok' is int32)"
     )
+
+
+def test_json_and_weights_from_gs(gcs, tmp_path):  # noqa: F811  (the imported fixture)
+    """A gs:// .json path brings its .weights.h5 along; so does a gs:// directory of both."""
+    model = _functional()
+    (tmp_path / "arch.json").write_text(model.to_json())
+    model.save_weights(tmp_path / "arch.weights.h5")
+    bucket = gcs.bucket(test_gcs.BUCKET)
+    for name in ("arch.json", "arch.weights.h5"):
+        bucket.blob(f"zoo/file/{name}").upload_from_filename(str(tmp_path / name))
+        bucket.blob(f"zoo/dir/{name}").upload_from_filename(str(tmp_path / name))
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    ref = util.keras_reference(model, x)[:, 0]
+    for uri in (f"gs://{test_gcs.BUCKET}/zoo/file/arch.json", f"gs://{test_gcs.BUCKET}/zoo/dir"):
+        loaded = load(ModelSpec(uri))
+        assert loaded.format == "json+weights"
+        got = loaded.predict({"x": x})[loaded.outputs[0].name]
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+    bucket.blob("zoo/alone/arch.json").upload_from_filename(str(tmp_path / "arch.json"))
+    with pytest.raises(ModelError, match=r"arch\.weights\.h5 does not exist"):
+        load(ModelSpec(f"gs://{test_gcs.BUCKET}/zoo/alone/arch.json"))
