@@ -147,7 +147,7 @@ def _multi_io():
     b = keras.Input((1,), name="b")
     h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
     score = keras.layers.Dense(1, name="score")(h)
-    probs = keras.layers.Dense(3, activation="softmax", name="probs")(h)
+    probs = keras.layers.Dense(3, activation="softmax")(h)  # key and layer name differ
     return keras.Model({"a": a, "b": b}, {"score": score, "probs": probs})
 
 

@@ -510,6 +510,13 @@ def _input_is_dict(model: Any) -> bool:
         return False
 
 
+def _output_structure(model: Any) -> Any:
+    try:
+        return model.output
+    except (AttributeError, ValueError):  # Sequential / subclassed
+        return None
+
+
 def keras_outputs(
     model: Any, inputs: Sequence[TensorInfo], structure: str, path: str
 ) -> tuple[list[str], list[TensorInfo]]:
@@ -520,6 +527,11 @@ def keras_outputs(
     """
     import keras
 
+    structure = _output_structure(model)
+    if isinstance(structure, dict):  # a dict of outputs: its keys name them, not the layers
+        return list(structure), [
+            TensorInfo(str(k), tuple(t.shape[1:]), str(t.dtype)) for k, t in structure.items()
+        ]
     tensors = list(getattr(model, "outputs", None) or [])
     if tensors:
         names = list(getattr(model, "output_names", None) or [])
