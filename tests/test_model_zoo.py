@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -577,16 +578,19 @@ def test_json_and_weights_from_gs(gcs, tmp_path):  # noqa: F811  (the imported f
     (tmp_path / "arch.json").write_text(model.to_json())
     model.save_weights(tmp_path / "arch.weights.h5")
     bucket = gcs.bucket(test_gcs.BUCKET)
+    # The model cache is keyed by path: a fresh prefix per run, never a stale copy.
+    prefix = f"zoo-{uuid.uuid4().hex[:8]}"
     for name in ("arch.json", "arch.weights.h5"):
-        bucket.blob(f"zoo/file/{name}").upload_from_filename(str(tmp_path / name))
-        bucket.blob(f"zoo/dir/{name}").upload_from_filename(str(tmp_path / name))
+        bucket.blob(f"{prefix}/file/{name}").upload_from_filename(str(tmp_path / name))
+        bucket.blob(f"{prefix}/dir/{name}").upload_from_filename(str(tmp_path / name))
     x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     ref = util.keras_reference(model, x)[:, 0]
-    for uri in (f"gs://{test_gcs.BUCKET}/zoo/file/arch.json", f"gs://{test_gcs.BUCKET}/zoo/dir"):
+    root = f"gs://{test_gcs.BUCKET}/{prefix}"
+    for uri in (f"{root}/file/arch.json", f"{root}/dir"):
         loaded = load(ModelSpec(uri))
         assert loaded.format == "json+weights"
         got = loaded.predict({"x": x})[loaded.outputs[0].name]
         np.testing.assert_allclose(got, ref, atol=1e-6)
-    bucket.blob("zoo/alone/arch.json").upload_from_filename(str(tmp_path / "arch.json"))
+    bucket.blob(f"{prefix}/alone/arch.json").upload_from_filename(str(tmp_path / "arch.json"))
     with pytest.raises(ModelError, match=r"arch\.weights\.h5 does not exist"):
-        load(ModelSpec(f"gs://{test_gcs.BUCKET}/zoo/alone/arch.json"))
+        load(ModelSpec(f"{root}/alone/arch.json"))

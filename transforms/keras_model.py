@@ -527,10 +527,10 @@ def keras_outputs(
     """
     import keras
 
-    structure = _output_structure(model)
-    if isinstance(structure, dict):  # a dict of outputs: its keys name them, not the layers
-        return list(structure), [
-            TensorInfo(str(k), tuple(t.shape[1:]), str(t.dtype)) for k, t in structure.items()
+    symbolic = _output_structure(model)
+    if isinstance(symbolic, dict):  # a dict of outputs: its keys name them, not the layers
+        return list(symbolic), [
+            TensorInfo(str(k), tuple(t.shape[1:]), str(t.dtype)) for k, t in symbolic.items()
         ]
     tensors = list(getattr(model, "outputs", None) or [])
     if tensors:
