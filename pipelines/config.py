@@ -89,8 +89,9 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         default=s,
-        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory "
-        "or a bundle directory written by `batch-score package`.",
+        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory, an "
+        "architecture .json with its .weights.h5 beside it (or a directory of both), or a bundle "
+        "directory written by `batch-score package`.",
     )
     parser.add_argument(
         "--input", default=s, help="Input file, directory glob or gs:// pattern (Parquet)."

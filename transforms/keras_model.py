@@ -20,7 +20,7 @@ import numpy as np
 from apache_beam.utils import shared
 
 from transforms.errors import ModelError
-from transforms.model_cache import localize, verify_sha256
+from transforms.model_cache import content_hash, is_local, localize, verify_sha256
 from transforms.model_cache import model_id as model_id_for
 from transforms.tf_quiet import import_tensorflow
 
@@ -68,6 +68,13 @@ class TensorInfo:
             return self.shape[0]
         return None
 
+    @property
+    def size(self) -> int | None:
+        """Number of values per row (the product of the shape); None if a dimension is unknown."""
+        if any(d is None for d in self.shape):
+            return None
+        return int(np.prod(self.shape, dtype=np.int64))
+
 
 class LoadedModel:
     """A model ready to score: input/output metadata and a compiled graph call.
@@ -76,7 +83,10 @@ class LoadedModel:
         inputs: Model inputs in model order.
         outputs: Model outputs in model order.
         model_id: ``<file name>@<sha256 prefix>`` of the model's bytes.
-        format: ``keras``, ``h5`` or ``saved_model``.
+        format: ``keras``, ``h5``, ``json+weights`` or ``saved_model[<signature>]``.
+        input_structure: How the underlying model takes its inputs: ``single`` (one
+            tensor), ``list`` (in ``inputs`` order) or ``dict`` (by input name). Use it
+            instead of Keras' ``model.input``, which raises on Sequential models.
     """
 
     def __init__(
@@ -89,8 +99,10 @@ class LoadedModel:
         format: str,
         weights: Callable[[], Sequence[Any]],
         keepalive: Any = None,
+        input_structure: str | None = None,
     ) -> None:
         self.inputs = list(inputs)
+        self.input_structure = input_structure
         self.outputs = list(outputs)
         self.model_id = model_id
         self.format = format
@@ -133,23 +145,69 @@ class LoadedModel:
 
 
 def detect_format(local_path: str) -> str:
+    """``keras``, ``h5``, ``saved_model`` or ``json+weights`` (architecture JSON + ``.weights.h5``)."""
     if os.path.isdir(local_path):
         if os.path.exists(os.path.join(local_path, "saved_model.pb")):
             return "saved_model"
-        raise ModelError(
-            f"model directory {local_path} has no saved_model.pb: pass a .keras or .h5 file "
-            "or a SavedModel directory"
-        )
+        json_and_weights_files(local_path)  # raises ModelError saying what is missing
+        return "json+weights"
     if not os.path.exists(local_path):
         raise ModelError(f"model file {local_path} does not exist")
     lower = local_path.lower()
     if lower.endswith(".keras"):
         return "keras"
+    if lower.endswith(WEIGHTS_SUFFIX):
+        raise ModelError(
+            f"model file {local_path} holds only weights: pass the architecture .json saved "
+            f"beside it (model.to_json()), or a directory holding both"
+        )
     if lower.endswith((".h5", ".hdf5")):
         return "h5"
+    if lower.endswith(".json"):
+        return "json+weights"
     raise ModelError(
-        f"model file {local_path}: unknown format; expected a .keras or .h5 file or a SavedModel directory"
+        f"model file {local_path}: unknown format; expected a .keras or .h5 file, a SavedModel "
+        "directory, or an architecture .json with its .weights.h5 file"
     )
+
+
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+def weights_path_for(json_path: str) -> str:
+    """The weights file saved beside an architecture JSON: ``<stem>.weights.h5``."""
+    return json_path[: -len(".json")] + WEIGHTS_SUFFIX
+
+
+def json_and_weights_files(local_path: str) -> tuple[str, str]:
+    """The architecture JSON and weights files of a ``json+weights`` model.
+
+    Args:
+        local_path: A ``.json`` file (its weights ``<stem>.weights.h5`` beside it) or a
+            directory holding exactly one ``.json`` and one ``.weights.h5`` file.
+
+    Raises:
+        ModelError: if a file is missing or the directory is ambiguous.
+    """
+    if not os.path.isdir(local_path):
+        weights = weights_path_for(local_path)
+        if not os.path.exists(weights):
+            raise ModelError(
+                f"model {local_path}: weights file {weights} does not exist; save it beside the "
+                "architecture with model.save_weights('<same name>.weights.h5')"
+            )
+        return local_path, weights
+    names = sorted(os.listdir(local_path))
+    jsons = [n for n in names if n.lower().endswith(".json")]
+    weights = [n for n in names if n.lower().endswith(WEIGHTS_SUFFIX)]
+    if len(jsons) != 1 or len(weights) != 1:
+        raise ModelError(
+            f"model directory {local_path} has no saved_model.pb, and not exactly one .json "
+            f"architecture and one .weights.h5 file (found {len(jsons)} .json, {len(weights)} "
+            ".weights.h5): pass a .keras or .h5 file, a SavedModel directory, or a directory "
+            "with model.to_json() and model.save_weights() output"
+        )
+    return os.path.join(local_path, jsons[0]), os.path.join(local_path, weights[0])
 
 
 # --------------------------------------------------------------------------- loading
@@ -204,18 +262,43 @@ def load(spec: ModelSpec) -> LoadedModel:
     if spec.sha256:
         verify_sha256(local, spec.sha256, spec.path)
     fmt = detect_format(local)
-    stat = (
-        os.stat(local) if fmt != "saved_model" else os.stat(os.path.join(local, "saved_model.pb"))
+    files = _model_files(spec, local, fmt)
+    stats = [os.stat(f) for f in files]
+    tag = repr(
+        (
+            spec,
+            os.path.abspath(local),
+            [(f, st.st_size, st.st_mtime_ns) for f, st in zip(files, stats, strict=True)],
+        )
     )
-    tag = repr((spec, os.path.abspath(local), stat.st_size, stat.st_mtime_ns))
 
     def construct() -> LoadedModel:
-        model_id = spec.model_id or model_id_for(spec.path, local)
+        if spec.model_id:  # a bundle's version label, or a pinned id
+            model_id = spec.model_id
+        elif fmt == "json+weights" and not os.path.isdir(local):
+            digest = "".join(content_hash(f) for f in files)
+            model_id = (
+                f"{os.path.basename(spec.path)}@{hashlib.sha256(digest.encode()).hexdigest()[:12]}"
+            )
+        else:
+            model_id = model_id_for(spec.path, local)
         if fmt == "saved_model":
             return _load_saved_model(local, spec, model_id)
-        return _load_keras(local, fmt, spec, model_id)
+        return _load_keras(files, fmt, spec, model_id)
 
     return _MODELS.acquire(construct, tag=tag)
+
+
+def _model_files(spec: ModelSpec, local: str, fmt: str) -> list[str]:
+    """The local files a model is loaded from (their size and mtime identify a loaded model)."""
+    if fmt == "saved_model":
+        return [os.path.join(local, "saved_model.pb")]
+    if fmt != "json+weights":
+        return [local]
+    if os.path.isdir(local) or is_local(spec.path):
+        return list(json_and_weights_files(local))
+    # A remote .json: its weights file is copied on its own.
+    return [local, localize(weights_path_for(spec.path))]
 
 
 # Loaded models are shared within a process, as Beam's RunInference shares them
@@ -225,72 +308,47 @@ def load(spec: ModelSpec) -> LoadedModel:
 _MODELS = shared.Shared()
 
 
-def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedModel:
-    import keras
+def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) -> LoadedModel:
     import tensorflow as tf
 
-    custom = resolve_custom_objects(spec.custom_objects)
-    try:
-        kwargs: dict[str, Any] = {"custom_objects": custom, "compile": False}
-        if fmt == "keras":
-            kwargs["safe_mode"] = spec.safe_mode
-        model = keras.saving.load_model(local, **kwargs)
-    except Exception as e:
-        raise ModelError(_explain_load_error(spec.path, e)) from None
-    if not getattr(model, "inputs", None):
-        raise ModelError(
-            f"model {spec.path} has no defined inputs (a subclassed model that was never built?); "
-            "save a functional or Sequential model with an Input layer"
-        )
-    inputs = [
-        TensorInfo(_input_name(t, i), tuple(t.shape[1:]), str(t.dtype))
-        for i, t in enumerate(model.inputs)
-    ]
-    output_names = list(
-        getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]
-    )
-    outputs = [
-        TensorInfo(n, tuple(t.shape[1:]), str(t.dtype))
-        for n, t in zip(output_names, model.outputs, strict=True)
-    ]
+    model = _read_keras_model(files, fmt, spec)
+    inputs, structure = keras_inputs(model, spec.path)
+    output_names, outputs = keras_outputs(model, inputs, structure, spec.path)
 
     if spec.precision != "float32":
         model = with_dtype_policy(model, f"mixed_{spec.precision}", spec.path)
         outputs = [dataclasses.replace(info, dtype="float32") for info in outputs]
         fmt = f"{fmt}+{spec.precision}"
 
-    structure_is_dict = isinstance(model.input, dict)
-    single = len(inputs) == 1 and not structure_is_dict
-    if single:
-        sig = [tf.TensorSpec((None, *inputs[0].shape), inputs[0].dtype)]
+    order = [info.name for info in inputs]
+    sig_dict = {info.name: tf.TensorSpec((None, *info.shape), info.dtype) for info in inputs}
+    if structure == "single":
         graph = tf.function(
-            lambda x: model(x, training=False), input_signature=sig, autograph=False
+            lambda x: model(x, training=False),
+            input_signature=[sig_dict[order[0]]],
+            autograph=False,
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
-            return _name_outputs(graph(tensors[inputs[0].name]), output_names)
+            return _name_outputs(graph(tensors[order[0]]), output_names)
+
+    elif structure == "dict":
+        graph = tf.function(
+            lambda d: model(d, training=False), input_signature=[sig_dict], autograph=False
+        )
+
+        def call(tensors: dict[str, Any]) -> dict[str, Any]:
+            return _name_outputs(graph(tensors), output_names)
 
     else:
-        order = [info.name for info in inputs]
-        sig_dict = {info.name: tf.TensorSpec((None, *info.shape), info.dtype) for info in inputs}
-        if structure_is_dict:
-            graph = tf.function(
-                lambda d: model(d, training=False), input_signature=[sig_dict], autograph=False
-            )
+        graph = tf.function(
+            lambda *xs: model(list(xs), training=False),
+            input_signature=[sig_dict[n] for n in order],
+            autograph=False,
+        )
 
-            def call(tensors: dict[str, Any]) -> dict[str, Any]:
-                return _name_outputs(graph(tensors), output_names)
-
-        else:
-            sig_list = [sig_dict[n] for n in order]
-            graph = tf.function(
-                lambda *xs: model(list(xs), training=False),
-                input_signature=sig_list,
-                autograph=False,
-            )
-
-            def call(tensors: dict[str, Any]) -> dict[str, Any]:
-                return _name_outputs(graph(*[tensors[n] for n in order]), output_names)
+        def call(tensors: dict[str, Any]) -> dict[str, Any]:
+            return _name_outputs(graph(*[tensors[n] for n in order]), output_names)
 
     return LoadedModel(
         inputs=inputs,
@@ -300,7 +358,145 @@ def _load_keras(local: str, fmt: str, spec: ModelSpec, model_id: str) -> LoadedM
         format=fmt,
         weights=lambda: [w.numpy() for w in model.weights],
         keepalive=model,
+        input_structure=structure,
     )
+
+
+def _read_keras_model(files: Sequence[str], fmt: str, spec: ModelSpec) -> Any:
+    """A ``.keras``/``.h5`` file, or an architecture JSON plus its ``.weights.h5``, as a Keras model."""
+    import json
+
+    import keras
+
+    custom = resolve_custom_objects(spec.custom_objects)
+    try:
+        if fmt == "json+weights":
+            json_path, weights_path = files
+            with open(json_path, encoding="utf-8") as f:
+                config = json.load(f)
+            with keras.saving.custom_object_scope(custom):
+                model = keras.saving.deserialize_keras_object(
+                    config, custom_objects=custom, safe_mode=spec.safe_mode
+                )
+            if not isinstance(model, keras.Model):
+                raise ModelError(
+                    f"model {spec.path}: the .json holds a {type(model).__name__}, not a Keras model "
+                    "(expected the output of model.to_json())"
+                )
+            model.load_weights(weights_path)
+            return model
+        kwargs: dict[str, Any] = {"custom_objects": custom, "compile": False}
+        if fmt == "keras":
+            kwargs["safe_mode"] = spec.safe_mode
+        return keras.saving.load_model(files[0], **kwargs)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(_explain_load_error(spec.path, e)) from None
+
+
+def keras_inputs(model: Any, path: str) -> tuple[list[TensorInfo], str]:
+    """A Keras model's inputs and how it takes them: ``single``, ``list`` or ``dict``.
+
+    Functional and Sequential models have symbolic ``model.inputs`` (``model.input``
+    raises on a Sequential model). A subclassed model has none; its build config
+    records the input shape(s) it was built with, and its inputs take its compute dtype.
+
+    Raises:
+        ModelError: for a model that was never built (called) before it was saved.
+    """
+    tensors = list(getattr(model, "inputs", None) or [])
+    if tensors:
+        infos = [
+            TensorInfo(_input_name(t, i), tuple(t.shape[1:]), str(t.dtype))
+            for i, t in enumerate(tensors)
+        ]
+        if _input_is_dict(model):
+            return infos, "dict"
+        return infos, "single" if len(infos) == 1 else "list"
+    config = model.get_build_config() if hasattr(model, "get_build_config") else None
+    shape = (config or {}).get("input_shape")
+    if shape is None:
+        raise ModelError(
+            f"model {path} has no defined inputs: a subclassed model must be built (called on a "
+            "batch, or model.build(shape)) before it is saved; or save a functional or Sequential model"
+        )
+    dtype = str(getattr(model, "input_dtype", None) or "float32")
+    if isinstance(shape, dict):
+        infos = [TensorInfo(k, tuple(v[1:]), dtype) for k, v in shape.items()]
+        return infos, "dict"
+    if _is_shape(shape):
+        return [TensorInfo("input_0", tuple(shape[1:]), dtype)], "single"
+    infos = [TensorInfo(f"input_{i}", tuple(v[1:]), dtype) for i, v in enumerate(shape)]
+    return infos, "list"
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(d is None or isinstance(d, int) for d in value)
+
+
+def _input_is_dict(model: Any) -> bool:
+    try:
+        return isinstance(model.input, dict)
+    except (AttributeError, ValueError):  # Sequential: "has never been called"
+        return False
+
+
+def _output_structure(model: Any) -> Any:
+    try:
+        return model.output
+    except (AttributeError, ValueError):  # Sequential / subclassed
+        return None
+
+
+def keras_outputs(
+    model: Any, inputs: Sequence[TensorInfo], structure: str, path: str
+) -> tuple[list[str], list[TensorInfo]]:
+    """Output names (in the order the model returns them) and their TensorInfos.
+
+    Symbolic ``model.outputs`` when the model has them, else the model's
+    ``compute_output_spec`` on its inputs.
+    """
+    import keras
+
+    symbolic = _output_structure(model)
+    if isinstance(symbolic, dict):  # a dict of outputs: its keys name them, not the layers
+        return list(symbolic), [
+            TensorInfo(str(k), tuple(t.shape[1:]), str(t.dtype)) for k, t in symbolic.items()
+        ]
+    tensors = list(getattr(model, "outputs", None) or [])
+    if tensors:
+        names = list(getattr(model, "output_names", None) or [])
+        if len(names) != len(tensors):
+            names = [f"output_{i}" for i in range(len(tensors))]
+        infos = [
+            TensorInfo(n, tuple(t.shape[1:]), str(t.dtype))
+            for n, t in zip(names, tensors, strict=True)
+        ]
+        return names, infos
+    specs = [keras.KerasTensor((None, *info.shape), dtype=info.dtype) for info in inputs]
+    if structure == "single":
+        args: Any = specs[0]
+    elif structure == "dict":
+        args = {info.name: s for info, s in zip(inputs, specs, strict=True)}
+    else:
+        args = specs
+    try:
+        spec = model.compute_output_spec(args)
+    except Exception as e:
+        raise ModelError(
+            f"model {path}: cannot infer its outputs from its inputs {[i.shape for i in inputs]}: "
+            f"{_first_line(e)}"
+        ) from None
+    if isinstance(spec, dict):
+        names, tensors = list(spec), list(spec.values())
+    elif isinstance(spec, (list, tuple)):
+        names, tensors = [f"output_{i}" for i in range(len(spec))], list(spec)
+    else:
+        names, tensors = ["output_0"], [spec]
+    return names, [
+        TensorInfo(n, tuple(t.shape[1:]), str(t.dtype)) for n, t in zip(names, tensors, strict=True)
+    ]
 
 
 def _input_name(tensor: Any, index: int) -> str:
@@ -401,6 +597,7 @@ def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel
         format=f"saved_model[{name}]",
         weights=lambda: [v.numpy() for v in variables],
         keepalive=root,
+        input_structure="dict",
     )
 
 
@@ -423,6 +620,11 @@ def _explain_load_error(path: str, e: Exception) -> str:
         return (
             f"model {path} contains arbitrary code (e.g. a Lambda layer) that safe mode refuses to load: "
             "re-save it without Lambda layers, or pass --unsafe-deserialization if you trust the file"
+        )
+    if "Layer count mismatch" in text and "expected 0 layers" in text:
+        return (
+            f"model {path} cannot be loaded: a subclassed model cannot be restored from .h5; "
+            "save it as .keras (model.save('m.keras')) or as JSON + weights"
         )
     return f"model {path} cannot be loaded: {_first_line(e)}"
 
@@ -448,24 +650,21 @@ def health_check(model: LoadedModel, feature_widths: Mapping[str, int]) -> None:
             f"model {model.model_id} expects inputs {sorted(names)}, the pipeline feeds {sorted(feature_widths)}"
         )
     for info in model.inputs:
-        if info.width is not None and info.width != feature_widths[info.name]:
+        if info.size is not None and info.size != feature_widths[info.name]:
             raise ModelError(
-                f"model {model.model_id} input {info.name!r} expects {info.width} values per row, "
+                f"model {model.model_id} input {info.name!r} expects {info.size} values per row, "
                 f"the pipeline feeds {feature_widths[info.name]}"
             )
     for i, w in enumerate(model.weights()):
         arr = np.asarray(w)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ModelError(f"model {model.model_id}: weight tensor #{i} contains NaN or Inf")
-    smoke = {
-        info.name: np.zeros((2, *_concrete(info, feature_widths)), dtype=info.dtype)
-        for info in model.inputs
-    }
+    smoke = {info.name: dummy_input(info, 2, feature_widths[info.name]) for info in model.inputs}
     try:
         out = model.predict(smoke)
     except Exception as e:
         raise ModelError(
-            f"model {model.model_id}: smoke prediction on 2 zero rows failed: {_first_line(e)}"
+            f"model {model.model_id}: smoke prediction on 2 zero (or empty-string) rows failed: {_first_line(e)}"
         ) from None
     for name, values in out.items():
         if len(values) != 2:
@@ -476,9 +675,41 @@ def health_check(model: LoadedModel, feature_widths: Mapping[str, int]) -> None:
             raise ModelError(f"model {model.model_id}: output {name!r} is NaN/Inf on zero input")
 
 
-def _concrete(info: TensorInfo, feature_widths: Mapping[str, int]) -> tuple[int, ...]:
-    if any(d is None for d in info.shape):
+def resolve_shape(shape: Sequence[int | None], width: int) -> tuple[int, ...] | None:
+    """``shape`` with its one unknown dimension set so that it holds ``width`` values per row.
+
+    Returns None if that is impossible (several unknown dimensions, or ``width``
+    not a positive multiple of the known dimensions' product).
+    """
+    unknown = [i for i, d in enumerate(shape) if d is None]
+    if not unknown:
+        return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    known = int(np.prod([d for d in shape if d is not None], dtype=np.int64))
+    if len(unknown) > 1 or width <= 0 or known <= 0 or width % known:
+        return None
+    return tuple(width // known if d is None else int(d) for d in shape)
+
+
+def dummy_input(info: TensorInfo, rows: int, width: int | None = None) -> np.ndarray:
+    """``rows`` rows of zeros for a model input (empty strings for a string input).
+
+    Args:
+        info: The model input.
+        rows: Number of rows.
+        width: Values per row the pipeline feeds; sets an unknown dimension.
+    """
+    resolved = resolve_shape(info.shape, width or 0)
+    if resolved is None:
         raise ModelError(
-            f"input {info.name!r} has an unknown dimension in shape {info.shape}: only fixed-size inputs are supported"
+            f"input {info.name!r} has an unknown dimension in shape {info.shape} that "
+            f"{width} values per row cannot fill"
         )
-    return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    shape = (rows, *resolved)
+    if is_string_dtype(info.dtype):
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=info.dtype)
+
+
+def is_string_dtype(dtype: str) -> bool:
+    """Whether a model input/output dtype name is TensorFlow's ``string``."""
+    return dtype in ("string", "str", "object", "bytes")

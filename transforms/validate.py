@@ -25,7 +25,7 @@ from apache_beam import pvalue
 
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
-from transforms.keras_model import TensorInfo
+from transforms.keras_model import TensorInfo, is_string_dtype, resolve_shape
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -89,6 +89,17 @@ def _is_numeric_list(t: pa.DataType) -> bool:
     ) and _is_numeric(t.value_type)
 
 
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    )
+
+
 def plan_layout(
     schema: pa.Schema,
     model_inputs: Sequence[TensorInfo],
@@ -119,12 +130,12 @@ def plan_layout(
         elif feature_columns is not None:
             columns = list(feature_columns)
         else:
-            columns = [
-                n for n in names if n not in id_columns and _is_numeric(schema.field(n).type)
-            ]
+            usable = _is_text if is_string_dtype(info.dtype) else _is_numeric
+            kind = "string" if is_string_dtype(info.dtype) else "numeric"
+            columns = [n for n in names if n not in id_columns and usable(schema.field(n).type)]
             if not columns:
                 raise ConfigError(
-                    f"the input has no numeric columns besides the id columns {list(id_columns)}; "
+                    f"the input has no {kind} columns besides the id columns {list(id_columns)}; "
                     "pass --feature-columns"
                 )
         return FeatureLayout((_bind(schema, info, columns),))
@@ -139,11 +150,19 @@ def plan_layout(
 
 
 def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputBinding:
-    if info.width is None:
+    """Binds columns to one model input of any fixed per-row shape.
+
+    The columns' values are stacked side by side, ``(n, width)``, and reshaped to
+    ``(n, *shape)``: a list column of ``T * F`` (or ``T``) values feeds an input of
+    shape ``(T, F)`` (or ``(T, 1)``). String columns feed string inputs.
+    """
+    size = info.size
+    if sum(d is None for d in info.shape) > 1:
         raise ConfigError(
-            f"model input {info.name!r} has per-row shape {info.shape}; only inputs of shape (), (1,) or (k,) "
-            "can be fed from columns"
+            f"model input {info.name!r} has per-row shape {info.shape} with several unknown "
+            "dimensions; only inputs with at most one unknown dimension can be fed from columns"
         )
+    strings = is_string_dtype(info.dtype)
     widths: list[int] = []
     for col in columns:
         if col not in schema.names:
@@ -151,30 +170,58 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
                 f"feature column {col!r} (model input {info.name!r}) is not in the input schema; columns are {schema.names}"
             )
         t = schema.field(col).type
-        if _is_numeric(t):
+        if strings:
+            if not _is_text(t):
+                raise ConfigError(
+                    f"model input {info.name!r} takes strings, but feature column {col!r} has type {t}; "
+                    "feed it a string or binary column"
+                )
+            widths.append(1)
+        elif _is_numeric(t):
             widths.append(1)
         elif _is_numeric_list(t):
             if pa.types.is_fixed_size_list(t):
                 widths.append(t.list_size)
-            elif len(columns) == 1 and info.width is not None:
-                widths.append(info.width)
+            elif size is None:
+                raise ConfigError(
+                    f"model input {info.name!r} has per-row shape {info.shape} with an unknown length, "
+                    f"and feature column {col!r} is a variable-length list: store it as a fixed-size "
+                    "list (pa.list_(type, n)) or save the model with a fixed input length"
+                )
+            elif len(columns) == 1:
+                widths.append(size)
             else:
                 raise ConfigError(
                     f"feature column {col!r} is a variable-length list; it can only feed a model input on its own"
                 )
         else:
             raise ConfigError(
-                f"feature column {col!r} has type {t}; features must be numeric or lists of numbers "
-                "(use a preprocessing spec for strings, categories and images)"
+                f"feature column {col!r} has type {t}; features must be numeric or lists of numbers, "
+                "or strings for a model input of dtype string "
+                "(or use a preprocessing spec for strings, categories and images)"
             )
     total = sum(widths)
-    if total != info.width:
+    if size is None:
+        shape = resolve_shape(info.shape, total)
+        if shape is None:
+            raise ConfigError(
+                f"model input {info.name!r} (shape {info.shape}) cannot take the {total} values per row "
+                f"of the feature columns {_cut(columns)}"
+            )
+    elif total != size:
         raise ConfigError(
-            f"model input {info.name!r} expects {info.width} values per row, but the feature columns give {total}: "
-            f"{list(columns)}; set --feature-columns to the model's features in training order"
+            f"model input {info.name!r} (shape {info.shape}) expects {size} values per row, but the feature "
+            f"columns give {total}: {_cut(columns)}; set --feature-columns to the model's features in training order"
         )
-    shape = tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    else:
+        shape = tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
     return InputBinding(info.name, tuple(columns), tuple(widths), shape, info.dtype)
+
+
+def _cut(values: Sequence[str], limit: int = 20) -> str:
+    shown = list(values[:limit])
+    more = len(values) - len(shown)
+    return f"{shown}" + (f" … and {more} more" if more > 0 else "")
 
 
 @dataclasses.dataclass
@@ -212,6 +259,11 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
 
     features: dict[str, np.ndarray] = {}
     for binding in layout.bindings:
+        if is_string_dtype(binding.dtype):
+            out = _string_values(table, binding, n, flag)
+            features[binding.name] = out.reshape((n, *binding.shape))
+            continue
+        integer = np.dtype(binding.dtype).kind in "iu"
         out = np.empty((n, binding.width), dtype=binding.dtype)
         offset = 0
         for column, width in zip(binding.columns, binding.widths, strict=True):
@@ -222,9 +274,14 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
                 if arr.null_count:
                     flag(column, np.asarray(arr.is_null()), f"feature {column!r} is null")
                     arr = arr.fill_null(0)
-                out[:, offset] = arr.to_numpy(zero_copy_only=False)
+                if pa.types.is_decimal(arr.type):
+                    arr = arr.cast(pa.float64())
+                block = arr.to_numpy(zero_copy_only=False).reshape(n, 1)
             else:
-                out[:, offset : offset + width] = _list_values(arr, column, width, flag)
+                block = _list_values(arr, column, width, flag)
+            if integer:
+                block = _integral_values(block, column, binding, flag)
+            out[:, offset : offset + width] = block
             offset += width
         if out.dtype.kind == "f":
             nonfinite = ~np.isfinite(out)
@@ -252,7 +309,26 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
     return Assembled({k: v[good] for k, v in features.items()}, good, merged)
 
 
+def _string_values(table: pa.Table, binding: InputBinding, n: int, flag: Any) -> np.ndarray:
+    """``(n, width)`` object array of str/bytes for a string model input; nulls are row errors."""
+    out = np.empty((n, binding.width), dtype=object)
+    for offset, column in enumerate(binding.columns):
+        arr = table.column(column)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        if arr.null_count:
+            flag(column, np.asarray(arr.is_null()), f"feature {column!r} is null")
+            arr = arr.fill_null(
+                "" if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else b""
+            )
+        out[:, offset] = arr.to_numpy(zero_copy_only=False)
+    return out
+
+
 def _list_values(arr: pa.Array, column: str, width: int, flag: Any) -> np.ndarray:
+    """``(n, width)`` values of a list column: int64 for integer lists without nulls, else float64."""
     n = len(arr)
     lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False)
     wrong = lengths != width
@@ -266,15 +342,69 @@ def _list_values(arr: pa.Array, column: str, width: int, flag: Any) -> np.ndarra
                 else f"feature {column!r} has {length} values, expected {width}"
             )
         flag(column, wrong, reasons)
-    values = np.zeros((n, width), dtype=np.float64)
     ok = ~wrong
-    if ok.any():
-        good_lists = arr.filter(pa.array(ok)) if wrong.any() else arr
-        flat = good_lists.flatten()
-        if flat.null_count:
-            flat = flat.cast(pa.float64()).fill_null(np.nan)
-        values[ok] = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
+    if not ok.any():
+        return np.zeros((n, width), dtype=np.float64)
+    good_lists = arr.filter(pa.array(ok)) if wrong.any() else arr
+    flat = good_lists.flatten()
+    if flat.null_count or not (pa.types.is_integer(flat.type) or pa.types.is_boolean(flat.type)):
+        flat = flat.cast(pa.float64()).fill_null(np.nan)
+    good = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
+    if not wrong.any():
+        return good
+    values = np.zeros((n, width), dtype=good.dtype)
+    values[ok] = good
     return values
+
+
+def _integral_values(
+    block: np.ndarray, column: str, binding: InputBinding, flag: Any
+) -> np.ndarray:
+    """Checks that values fed to an integer model input are integers in the dtype's range.
+
+    Rows holding a fraction, NaN or an out-of-range value are flagged (a float
+    would otherwise be truncated, and NaN become the dtype's minimum, silently);
+    their cells are zeroed so that the cast is clean.
+    """
+    if block.dtype.kind == "b":
+        return block
+    limits = np.iinfo(np.dtype(binding.dtype))
+    if block.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            fraction = ~np.isfinite(block) | (block != np.floor(block))
+            outside = ~fraction & ((block < limits.min) | (block > limits.max))
+    else:
+        fraction = np.zeros(block.shape, dtype=bool)
+        outside = (block < limits.min) | (block > limits.max)
+    bad = fraction | outside
+    rows = bad.any(axis=1)
+    if not rows.any():
+        return block
+    reasons = np.empty(len(block), dtype=object)
+    width = block.shape[1]
+    for i in np.flatnonzero(rows):
+        j = int(np.flatnonzero(bad[i])[0])
+        value = _number_text(block[i, j])
+        where = "" if width == 1 else f" at position {j}"
+        if fraction[i, j]:
+            reasons[i] = (
+                f"column {column!r} value {value}{where} is not an integer "
+                f"(model input {binding.name!r} is {binding.dtype})"
+            )
+        else:
+            reasons[i] = (
+                f"column {column!r} value {value}{where} is out of range for model input "
+                f"{binding.name!r} ({binding.dtype}: {limits.min}..{limits.max})"
+            )
+    flag(column, rows, reasons)
+    return np.where(bad, 0, block)
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return str(int(v)) if v.is_integer() else repr(v)
+    return str(int(value))
 
 
 def _nonfinite_reasons(column: str, block: np.ndarray, width: int) -> np.ndarray:
