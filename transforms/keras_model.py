@@ -9,6 +9,7 @@ model before any data is read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import logging
 import os
