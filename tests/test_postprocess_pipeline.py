@@ -349,6 +349,24 @@ def test_mc_dropout_pipeline_is_reproducible(tmp_path, data):
     assert np.abs(one["prediction"].to_numpy() - deterministic).mean() < 0.1
 
 
+def test_mc_dropout_on_a_sequential_model(tmp_path, data):
+    """Sequential models have no ``model.input``; MC dropout reads the loaded input structure."""
+    table, _ = data
+    keras.utils.set_random_seed(5)
+    seq = keras.Sequential(
+        [keras.Input((N_FEATURES,)), keras.layers.Dense(8), keras.layers.Dropout(0.0),
+         keras.layers.Dense(1)]
+    )  # fmt: skip
+    loaded = _loaded(seq, tmp_path / "s.keras")
+    x = {loaded.inputs[0].name: _x(table)[:200]}
+    out = pp.MCDropout(loaded, 4, seed=1).predict(x)
+    name = loaded.outputs[0].name
+    np.testing.assert_allclose(
+        out[name], util.keras_reference(seq, _x(table)[:200])[:, 0], atol=1e-6
+    )
+    np.testing.assert_array_equal(out[pp.std_key(name)], 0.0)
+
+
 def test_mc_dropout_refuses_saved_model(tmp_path, data):
     _, input_path = data
     _classifier(1).export(str(tmp_path / "sm"))

@@ -354,11 +354,10 @@ class MCDropout:
         self._output_names = [info.name for info in model.outputs]
         self._seed_vars = [v for v in inner.variables if v.path.endswith("seed_generator_state")]
         sig = {i.name: tf.TensorSpec((None, *i.shape), i.dtype) for i in self._inputs}
-        single = len(self._inputs) == 1 and not isinstance(inner.input, dict)
         order = [i.name for i in self._inputs]
-        if single:
+        if model.input_structure == "single":
             fn = lambda d: inner(d[order[0]], training=True)  # noqa: E731
-        elif isinstance(inner.input, dict):
+        elif model.input_structure == "dict":
             fn = lambda d: inner(d, training=True)  # noqa: E731
         else:
             fn = lambda d: inner([d[n] for n in order], training=True)  # noqa: E731
