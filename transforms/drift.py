@@ -272,11 +272,18 @@ def column_values(
         arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         if pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_decode()
-        if pa.types.is_decimal(arr.type):
-            arr = arr.cast(pa.float64())
+        if pa.types.is_decimal(arr.type):  # Python Decimals: float() rounds correctly
+            return _decimal_values(arr)
         values = arr.to_numpy(zero_copy_only=False)
     if values.dtype != np.float32 and values.dtype != np.float64:
         values = values.astype(np.float64)
+    return values
+
+
+def _decimal_values(arr: pa.Array) -> np.ndarray:
+    values = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if arr.null_count:
+        values[arr.is_null().to_numpy(zero_copy_only=False)] = np.nan
     return values
 
 
