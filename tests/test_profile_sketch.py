@@ -129,11 +129,13 @@ def test_profile_is_the_same_in_memory_and_on_two_workers(two_ways):
             assert sa[key] == sb[key], (name, key)
         for key in ("mean", "std"):
             assert sa[key] == pytest.approx(sb[key], rel=1e-9), (name, key)
-        # The sketches merge in another order: the edges agree within the rank error.
+        # The sketches merge in another order: the edges agree within the rank error
+        # (the rank ranges they cover, a run of ties for "ties", are that close).
         values = np.sort(_finite(table, name))
-        ra = np.searchsorted(values, sa["edges"][1:-1]) / values.size
-        rb = np.searchsorted(values, sb["edges"][1:-1]) / values.size
-        assert np.abs(ra - rb).max() <= 2 * RANK_ERROR
+        lo_a, hi_a = (np.searchsorted(values, sa["edges"][1:-1], s) for s in ("left", "right"))
+        lo_b, hi_b = (np.searchsorted(values, sb["edges"][1:-1], s) for s in ("left", "right"))
+        gap = np.maximum(0, np.maximum(lo_a - hi_b, lo_b - hi_a)) / values.size
+        assert gap.max() <= 2 * RANK_ERROR, name
         assert sum(sa["counts"]) == sum(sb["counts"]) == sa["count"]
 
 
@@ -195,9 +197,9 @@ def test_accumulator_pickles_compactly_and_merges():
         for i in range(start, start + 5000, 1000):
             acc = fn.add_input(acc, table.slice(i, 1000))
         accs.append(pickle.loads(pickle.dumps(acc)))
-    size = len(pickle.dumps(accs[0]))
-    assert size < 3 * 6000  # three columns: the sketches' bytes, not the values
     merged = fn.merge_accumulators([fn.merge_accumulators(accs[:2]), *accs[2:]])
+    # Three columns of 20,000 values (480 KB as float64): the sketches' bytes, not the values.
+    assert len(pickle.dumps(merged)) < 3 * 20 * KLL_K * 8
     assert merged.rows == 20_000
     assert merged.columns["ties"].values is None  # 50 distinct > 20: numeric
     for name in ("g", "u32"):
