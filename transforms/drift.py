@@ -231,29 +231,6 @@ def batch_parts(
     return batch.table, batch.predictions
 
 
-def numeric_values(
-    table: pa.Table, predictions: Mapping[str, np.ndarray], target: Target
-) -> tuple[np.ndarray, int]:
-    """(finite-or-inf float64 values, nulls + NaNs) of a numeric target in one batch."""
-    if target.source == PREDICTION:
-        values = np.asarray(predictions[target.column], dtype=np.float64)
-        if target.index is not None:
-            values = values.reshape(len(values), -1)[:, target.index]
-        values = values.reshape(-1)
-        nulls = 0
-    else:
-        col = table.column(target.column)
-        nulls = col.null_count
-        if nulls:
-            col = pc.drop_null(col)
-        values = np.asarray(col.to_numpy(), dtype=np.float64)
-    nan = np.isnan(values)
-    if nan.any():
-        nulls += int(nan.sum())
-        values = values[~nan]
-    return values, nulls
-
-
 def column_values(
     table: pa.Table, predictions: Mapping[str, np.ndarray], target: Target
 ) -> np.ndarray:

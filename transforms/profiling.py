@@ -16,6 +16,11 @@ to the column's non-null count. Both carry the KLL error: with ``k = 400``
 share within 0.9% of the exact one (99% confidence bounds; typically a third
 of that); below about ``k`` values per column the sketch is exact.
 
+Category counts are exact while a column has at most ``2 x`` the tracked
+categories (:data:`TRACKED_CATEGORIES_MIN`) distinct values in one
+accumulator; beyond that the rarest are pruned, so the top values' counts
+may be low by what was pruned (``other`` takes the difference).
+
 The batches are Arrow tables (no model) or scored :class:`ScoringBatch`
 objects (``--model``), whose predictions are profiled too.
 """
@@ -405,7 +410,7 @@ def build_profile(
         kind = kinds.get(name)
         source = FEATURE
         if kind is None:  # a prediction column discovered in the batches
-            _prediction_source(name, output_names)
+            _prediction_source(name, output_names)  # raises if it matches no model output
             source, kind = PREDICTION, NUMERIC
         if sketch.n == 0:
             continue
