@@ -5,8 +5,8 @@ data and read by ``batch-score score --reference-profile``. It holds, per
 feature and per prediction column:
 
 * numeric: bin edges (quantiles from a mergeable sketch, first and last edge
-  the exact minimum and maximum), the count in each bin, nulls, min, max,
-  mean and std;
+  the exact minimum and maximum), the count in each bin (the sketch's mass,
+  summing exactly to the count), nulls, min, max, mean and std;
 * categorical: the top-N values with their counts, an ``other`` count for the
   rest, and nulls.
 
@@ -50,7 +50,8 @@ class NumericStats:
 
     Attributes:
         edges: ``k + 1`` increasing bin edges (two equal edges for a constant column).
-        counts: ``k`` counts, one per bin.
+        counts: ``k`` counts, one per bin (from the quantile sketch: within its
+            error of the exact counts, summing exactly to ``count``).
         count: Non-null values.
         null_count: Null or NaN values.
         min, max, mean, std: Of the non-null values (population std).
