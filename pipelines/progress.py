@@ -48,6 +48,7 @@ from transforms.progress import read_channel
 # Flags whose value is a model path, per command.
 _MODEL_FLAGS = {"score": "--model", "calibrate": "--model", "profile": "--model"}
 _TICK_SECONDS = 0.2
+_MIN_TICK_SECONDS = 0.05  # a tiny --progress-seconds must not turn polling into a busy loop
 _HEARTBEAT_SECONDS = 30.0  # a piped line at least this often, even when nothing moved
 
 
@@ -237,7 +238,11 @@ class ProgressMonitor:
 
     def _run(self) -> None:
         next_line = self._started + self._interval
-        tick = _TICK_SECONDS if self._live else min(_TICK_SECONDS, self._interval)
+        tick = (
+            _TICK_SECONDS
+            if self._live
+            else max(_MIN_TICK_SECONDS, min(_TICK_SECONDS, self._interval))
+        )
         while not self._stop.wait(tick):
             counts = read_channel(self.directory)
             if self._live:
