@@ -43,8 +43,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from transforms.progress import read_channel
-
 # Flags whose value is a model path, per command.
 _MODEL_FLAGS = {"score": "--model", "calibrate": "--model", "profile": "--model"}
 _TICK_SECONDS = 0.2
@@ -116,6 +114,9 @@ def start_line(command: str, argv: Sequence[str]) -> str | None:
         path = models[0].split("=", 1)[1] if _is_named(models[0]) else models[0]
         more = f" and {len(models) - 1} more" if len(models) > 1 else ""
         return f"loading model {os.path.basename(path.rstrip('/')) or path} ({describe_model(path)}){more} …"
+    configs = _flag_values(argv, "--config")
+    if configs:
+        return f"{command}: reading settings from {configs[0]} …"
     inputs = _flag_values(argv, "--input")
     if command in ("profile", "fit-preprocess") and inputs:
         return f"{command}: reading {inputs[0]} …"
@@ -237,6 +238,8 @@ class ProgressMonitor:
         return self
 
     def _run(self) -> None:
+        from transforms.progress import read_channel  # imports Beam: not at CLI start
+
         next_line = self._started + self._interval
         tick = (
             _TICK_SECONDS

@@ -445,7 +445,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             progress_dir=monitor.directory if monitor else None,
         )
         result = pipeline.run()  # on local runners this returns when the job is done
-        _echo_console_url(result, options)
+        echo_console_url(result, options)
         if not (wait or waits_for_job(options)):
             return _submitted(result, options, scoring_plan, summary_path)
         result.wait_until_finish()
@@ -483,7 +483,7 @@ def _progress_monitor(scoring_plan: ScoringPlan, options: PipelineOptions, verbo
     return progress.ProgressMonitor(total, scoring_plan.config.progress_seconds, live=live).start()
 
 
-def _echo_console_url(result: Any, options: PipelineOptions) -> None:
+def echo_console_url(result: Any, options: PipelineOptions) -> None:
     """On Dataflow, prints the job's page in the Cloud console."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 

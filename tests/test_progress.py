@@ -287,3 +287,23 @@ def test_dataflow_console_url():
         == "https://console.cloud.google.com/dataflow/jobs/europe-west1/"
         "2026-11-28_01_02_03-123?project=my-proj"
     )
+
+
+def test_dataflow_submission_prints_the_console_url(capsys, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import score
+
+    class Submitted:
+        def job_id(self) -> str:
+            return "2026-11-28_j1"
+
+    monkeypatch.setenv("KERAS_BATCH_SCORE_VERBOSITY", "normal")
+    options = PipelineOptions(["--runner=DataflowRunner", "--region=us-east1", "--project=p1"])
+    score.echo_console_url(Submitted(), options)
+    assert capsys.readouterr().out == (
+        "Dataflow job: https://console.cloud.google.com/dataflow/jobs/us-east1/2026-11-28_j1"
+        "?project=p1\n"
+    )
+    score.echo_console_url(Submitted(), PipelineOptions([]))  # local: nothing
+    assert capsys.readouterr().out == ""
