@@ -98,6 +98,7 @@ def _run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 300) -> t
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX pseudo-terminal")
 def test_terminal_gets_a_live_progress_bar(job, tmp_path):
     code, out = _run_in_pty(
         _argv(job, tmp_path / "out"), _env(TERM="xterm-256color", COLUMNS="160")
@@ -129,6 +130,7 @@ def test_piped_output_gets_plain_progress_lines_and_a_final_line(job, tmp_path):
     assert "\x1b[" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_multi_processing_piped_gets_progress_lines(job, tmp_path):
     proc = subprocess.run(
         _argv(
@@ -147,6 +149,7 @@ def test_multi_processing_piped_gets_progress_lines(job, tmp_path):
     assert lines and lines[-1].startswith("progress: 100% 3,000/3,000 rows, 30 failed")
 
 
+@pytest.mark.slow
 def test_workers_in_other_processes_report_every_row(job, tmp_path):
     """The channel itself under multi_processing: the launcher sees every scored and failed row."""
     from pipelines import score
