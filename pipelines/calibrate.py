@@ -19,7 +19,6 @@ all from inside the pipeline. ``--output`` is a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -33,13 +32,34 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import score
-from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
+from pipelines.config import ScoreConfig, add_score_arguments, resolve_config
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError, DataError
 from transforms.publish import resolve_output_file
 
 CALIBRATION_FILE = "calibration.json"
+
+# Scoring flags calibrate does not offer: it fits on raw model scores (no calibration,
+# post-transforms, A/B routing or fallback), writes no predictions and checks no drift.
+NOT_OFFERED = (
+    "--calibration",
+    "--clip-min",
+    "--clip-max",
+    "--target-mean",
+    "--target-std",
+    "--class-names",
+    "--top-k",
+    "--ab-split",
+    "--fallback-model",
+    "--keep-member-predictions",
+    "--num-shards",
+    "--progress-seconds",
+    "--reference-profile",
+    "--fail-on-drift",
+    "--drift-threshold",
+    "--drift-share",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,42 +83,52 @@ class CalibrateOptions:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOptions, list[str], str]:
     """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
-    parser = argparse.ArgumentParser(
-        prog="batch-score calibrate",
-        description="Fit probability calibration for a Keras classifier on labelled Parquet data. "
-        f"--output is a directory ({CALIBRATION_FILE} and calibration.reliability.html are "
-        "written inside) or a .json file path (<stem>.reliability.html is written beside it).",
+    from pipelines import cli_help
+    from pipelines.config import score_defaults
+
+    parser = cli_help.new_parser(
+        "calibrate",
+        "Fit probability calibration for a Keras classifier on labelled Parquet or TFRecord data.",
     )
-    add_score_arguments(parser)
-    parser.add_argument(
+    add_score_arguments(parser, exclude=NOT_OFFERED)
+    cli_help.set_help(
+        parser,
+        "--output",
+        f"Calibration .json file to write (its <stem>.reliability.html report goes beside it), "
+        f"or a directory that gets {CALIBRATION_FILE} and calibration.reliability.html "
+        "(local or gs://); checked before any data is read.",
+    )
+    own = parser.add_argument_group("calibration")
+    own.add_argument(
         "--label-column",
         dest="label_column",
         required=True,
         help="Column with the true class index (0/1 for binary models).",
     )
-    parser.add_argument(
+    own.add_argument(
         "--method",
         choices=cal.METHODS,
         default="temperature",
         help="temperature (multiclass or binary), platt (binary), isotonic.",
     )
-    parser.add_argument(
+    own.add_argument(
         "--bins",
         type=int,
         default=cal.DEFAULT_BINS,
         help="Equal-width bins for ECE/MCE and the diagram.",
     )
-    parser.add_argument(
+    own.add_argument(
         "--model-outputs",
         dest="input_kind",
         choices=cal.INPUT_KINDS,
         default=None,
         help="Whether the model outputs probabilities or logits (default: detected).",
     )
-    group = parser.add_mutually_exclusive_group()
+    group = parser.add_argument_group("console").add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="Show every log line.")
     group.add_argument("--quiet", action="store_true", help="Show only errors.")
-    known, rest = parser.parse_known_args(argv)
+    cli_help.polish(parser, score_defaults())
+    known, beam_args = cli_help.parse_flags(parser, argv)  # unknown flags first
     verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
     options = CalibrateOptions(
         known.label_column, known.method, getattr(known, "output", ""), known.bins, known.input_kind
@@ -120,7 +150,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
         raise ConfigError(f"--label-column {options.label_column!r} is also a feature column")
     # The label rides along as a passthrough column, which also keeps it out of the default features.
     config = dataclasses.replace(config, id_columns=[*config.id_columns, options.label_column])
-    return config, options, split_beam_args(rest), verbosity
+    return config, options, beam_args, verbosity
 
 
 class ConcatScoresFn(beam.CombineFn):

@@ -27,11 +27,23 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: batch-score <command> [flags]", "", "commands:"]
+    lines = [
+        "usage: batch-score <command> [flags]",
+        "       batch-score --version",
+        "",
+        "commands:",
+    ]
     width = max(map(len, COMMANDS)) + 2
     lines += [f"  {name:<{width}}{doc}" for name, (_, doc) in COMMANDS.items()]
-    lines += ["", "Run `batch-score <command> --help` for the flags of a command."]
+    lines += ["", "Run `batch-score <command> --help` for the flags and examples of a command."]
     return "\n".join(lines)
+
+
+def _did_you_mean(command: str) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(command, list(COMMANDS), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,13 +52,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from pipelines.about import version_text
+
+        print(version_text())
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}{_did_you_mean(command)}\n\n{_usage()}",
+            file=sys.stderr,
+        )
         return 2
     verbose = "--verbose" in rest
     # Quiet TensorFlow before anything imports it; see pipelines.console.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    from pipelines import console, progress
+
+    if not verbose:
+        console.hide_beam_option_warnings()
+    line = progress.start_line(command, rest)  # at once, before Beam and TensorFlow load
+    if line:
+        console.echo(line)
 
     from transforms.drift import DriftDetectedError
     from transforms.errors import ConfigError, DataError

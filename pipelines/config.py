@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pipelines import bundle_options, drift_options, postprocess_options
@@ -79,50 +79,63 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the scoring flags to ``parser``. Unset flags stay absent from the namespace."""
+class _OnlyOwnFlags:
+    """An argument group that skips the flags a command does not offer."""
+
+    def __init__(self, group: Any, exclude: Collection[str]) -> None:
+        self._group = group
+        self._exclude = set(exclude)
+
+    def add_argument(self, *names: str, **kwargs: Any) -> Any:
+        if self._exclude.intersection(names):
+            return None
+        return self._group.add_argument(*names, **kwargs)
+
+
+def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[str] = ()) -> None:
+    """Adds the scoring flags to ``parser``, in help groups. Unset flags stay absent.
+
+    Args:
+        parser: The command's parser.
+        exclude: Flags (``--top-k``) the command does not offer; they are not added.
+    """
     s = argparse.SUPPRESS
-    parser.add_argument(
+
+    def group(title: str) -> _OnlyOwnFlags:
+        return _OnlyOwnFlags(parser.add_argument_group(title), exclude)
+
+    io = group("input and output")
+    io.add_argument(
         "--config", default=s, help="YAML file with the settings below (flags override it)."
     )
-    parser.add_argument(
-        "--model",
-        action="append",
+    io.add_argument(
+        "--input",
         default=s,
-        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory, an "
-        "architecture .json with its .weights.h5 beside it (or a directory of both), or a bundle "
-        "directory written by `batch-score package`.",
+        help="Input file, directory, glob or gs:// pattern (Parquet or TFRecord).",
     )
-    parser.add_argument(
-        "--input", default=s, help="Input file, directory glob or gs:// pattern (Parquet)."
-    )
-    parser.add_argument("--output", default=s, help="Output directory (local or gs://).")
-    parser.add_argument(
+    io.add_argument("--output", default=s, help="Output directory (local or gs://).")
+    io.add_argument(
         "--input-format",
         dest="input_format",
         choices=("auto", "parquet", "tfrecord"),
         default=s,
         help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
     )
-    parser.add_argument(
-        "--preprocess",
-        default=s,
-        help="Preprocessing spec YAML (see README, Preprocessing); replaces feature validation.",
-    )
-    parser.add_argument(
+    io.add_argument(
         "--tfrecord-features",
         dest="tfrecord_features",
         default=s,
         help="YAML file with a tfrecord_features spec (default: inferred from the first records).",
     )
-    parser.add_argument(
+    io.add_argument(
         "--id-column",
         dest="id_columns",
         action="append",
         default=s,
-        help="Passthrough column copied unchanged to every output (repeatable).",
+        help="Passthrough column copied unchanged to every output (repeatable). "
+        "Without one, outputs carry source_file and row_index.",
     )
-    parser.add_argument(
+    io.add_argument(
         "--feature-columns",
         dest="feature_columns",
         type=_csv,
@@ -130,70 +143,96 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         help="Comma-separated model feature columns, in model order "
         "(default: every numeric column that is not an id column, in file order).",
     )
-    parser.add_argument(
-        "--batch-size", dest="batch_size", type=int, default=s, help="Max rows per model call."
-    )
-    parser.add_argument(
-        "--min-batch-size",
-        dest="min_batch_size",
-        type=int,
+    io.add_argument(
+        "--preprocess",
         default=s,
-        help="Min rows per model call.",
+        help="Preprocessing spec YAML (see README, Preprocessing); replaces feature validation.",
     )
-    parser.add_argument(
+    io.add_argument(
         "--num-shards",
         dest="num_shards",
         type=int,
         default=s,
         help="Prediction files (0: runner decides).",
     )
-    parser.add_argument(
+    model = group("model")
+    model.add_argument(
+        "--model",
+        action="append",
+        default=s,
+        help="Model to score with: a .keras file, an .h5 file, a SavedModel directory, an "
+        "architecture .json with its .weights.h5 beside it (or a directory of both), or a bundle "
+        "directory written by `batch-score package`. Repeat the flag for an "
+        "ensemble or A/B arms, and name members with NAME=PATH "
+        "(--model a=a.keras --model b=b.keras).",
+    )
+    bundle_options.add_bundle_arguments(model)
+    model.add_argument(
         "--custom-object",
         dest="custom_objects",
         action="append",
         default=s,
         help="module:attr of a custom Keras class or function the model needs (repeatable).",
     )
-    parser.add_argument(
+    model.add_argument(
         "--unsafe-deserialization",
         dest="unsafe_deserialization",
         action="store_true",
         default=s,
         help="Allow lambda layers and other arbitrary code in .keras files (safe_mode=False).",
     )
-    parser.add_argument(
+    model.add_argument(
         "--signature", default=s, help="SavedModel signature to call (default: serving_default)."
     )
-    parser.add_argument(
+    model.add_argument(
         "--precision",
         choices=("float32", "bfloat16"),
         default=s,
         help="Model compute precision. bfloat16 is opt-in: faster on CPUs with AVX512-BF16 and on GPUs, "
         "results differ from float32 by ~1e-3 (.keras/.h5 models only).",
     )
-    parser.add_argument(
+    run = group("batching and progress")
+    run.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=s, help="Max rows per model call."
+    )
+    run.add_argument(
+        "--min-batch-size",
+        dest="min_batch_size",
+        type=int,
+        default=s,
+        help="Min rows per model call.",
+    )
+    run.add_argument(
         "--reshuffle",
         action="store_true",
         default=s,
         help="Redistribute batches across workers before inference.",
     )
-    parser.add_argument(
+    run.add_argument(
         "--progress-seconds",
         dest="progress_seconds",
         type=float,
         default=s,
-        help="Seconds between progress lines.",
+        help="Seconds between progress lines when the output is not a terminal.",
     )
-    parser.add_argument(
+    run.add_argument(
         "--overwrite",
         action="store_true",
         default=s,
         help="Write into an output directory that holds files this tool did not write. They are "
         "kept, never deleted; the tool replaces only the files its _manifest.json lists.",
     )
-    postprocess_options.add_postprocess_arguments(parser)
-    drift_options.add_drift_arguments(parser)
-    bundle_options.add_bundle_arguments(parser)
+    postprocess_options.add_postprocess_arguments(group("ensembles and post-processing"))
+    drift_options.add_drift_arguments(group("drift against a reference profile"))
+
+
+def score_defaults() -> dict[str, Any]:
+    """``dest -> default`` of the scoring flags, for ``--help`` (their parser default is SUPPRESS)."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(ScoreConfig):
+        if field.default is not dataclasses.MISSING:
+            out[field.name] = field.default
+    return out
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -306,12 +345,15 @@ def _validate(config: ScoreConfig) -> None:
             raise ConfigError(f"columns {overlap} are both id (passthrough) and feature columns")
 
 
-def split_beam_args(beam_args: Sequence[str]) -> list[str]:
+def split_beam_args(
+    beam_args: Sequence[str], *, ours: Sequence[str] | None = None, command: str = "<command>"
+) -> list[str]:
     """Returns ``beam_args`` after checking that Beam knows every flag in it.
 
     Beam's flags may be written ``--flag=value`` or ``--flag value``; they are
     parsed with Beam's own option parser, so a value is never mistaken for a
-    stray argument.
+    stray argument. ``ours`` (default: the scoring flags) are the command's own
+    flags, offered as "did you mean" suggestions.
 
     Raises:
         ConfigError: for a flag neither this tool nor Beam defines (a typo would
@@ -321,10 +363,10 @@ def split_beam_args(beam_args: Sequence[str]) -> list[str]:
     leftovers = _beam_leftovers(beam_args)
     unknown = [a.split("=", 1)[0] for a in leftovers if a.startswith("-")]
     if unknown:
-        hint = _suggest(unknown[0], _our_flags())
+        hint = _suggest(unknown[0], list(ours) if ours is not None else _our_flags())
         raise ConfigError(
             f"unknown flag(s) {', '.join(unknown)}{hint}; "
-            "run `batch-score <command> --help` for this tool's flags"
+            f"run `batch-score {command} --help` for this tool's flags"
         )
     if leftovers:
         shown = ", ".join(short_repr(a) for a in leftovers[:5])

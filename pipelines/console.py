@@ -62,6 +62,7 @@ def configure(verbosity: str = "normal") -> None:
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
+        hide_beam_option_warnings()
         # Beam logs a failing DoFn's traceback before re-raising it; the CLI prints
         # the exception itself as one ``error:`` line (--verbose shows both).
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
@@ -71,6 +72,28 @@ def configure(verbosity: str = "normal") -> None:
             absl.logging.set_verbosity(absl.logging.ERROR)
         except ImportError:  # pragma: no cover - absl ships with TensorFlow
             pass
+
+
+class _DropBeamOptionWarnings(logging.Filter):
+    """Drops Beam's "Discarding unparseable args" (and "Discarding flag") warnings.
+
+    Beam logs them whenever an options object is parsed with flags another
+    options class owns (every flag is already checked by
+    :func:`pipelines.config.split_beam_args`, so they tell a user nothing).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Discarding unparseable args", "Discarding flag"))
+
+
+_BEAM_OPTIONS_LOGGER = "apache_beam.options.pipeline_options"
+
+
+def hide_beam_option_warnings() -> None:
+    """Silences Beam's option-parsing warnings (call before Beam parses options; not --verbose)."""
+    logger = logging.getLogger(_BEAM_OPTIONS_LOGGER)
+    if not any(isinstance(f, _DropBeamOptionWarnings) for f in logger.filters):
+        logger.addFilter(_DropBeamOptionWarnings())
 
 
 def echo(message: str) -> None:

@@ -40,7 +40,9 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=s,
         help="metric=value or feature:metric=value ('off' to not gate on a metric); metrics: "
-        + ", ".join(f"{k} (default {v})" for k, v in dm.DEFAULT_THRESHOLDS.items())
+        + ", ".join(
+            f"{k} (default {'off' if v is None else v})" for k, v in dm.DEFAULT_THRESHOLDS.items()
+        )
         + ". Repeatable.",
     )
     parser.add_argument(

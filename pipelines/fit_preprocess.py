@@ -21,7 +21,6 @@ import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import split_beam_args
 from transforms.errors import ConfigError
 from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
 from transforms.preprocess import check_columns, load_spec
@@ -37,9 +36,11 @@ from transforms.tfrecord import (
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="batch-score fit-preprocess",
-        description="Fit a preprocessing spec (means, stds, min/max, vocabularies) on training data.",
+    from pipelines import cli_help
+
+    parser = cli_help.new_parser(
+        "fit-preprocess",
+        "Fit a preprocessing spec (means, stds, min/max, vocabularies) on training data.",
     )
     parser.add_argument("--input", required=True, help="Training data: file, directory or glob.")
     parser.add_argument("--spec", required=True, help="Preprocessing spec YAML to fit.")
@@ -49,6 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         dest="input_format",
         choices=("auto", "parquet", "tfrecord"),
         default="auto",
+        help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
     )
     parser.add_argument(
         "--tfrecord-features",
@@ -58,8 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     )
     parser.add_argument("--verbose", action="store_true", help="Show every log line.")
     parser.add_argument("--quiet", action="store_true", help="Show only errors.")
-    known, rest = parser.parse_known_args(argv)
-    return known, split_beam_args(rest)
+    cli_help.polish(parser)
+    return cli_help.parse_flags(parser, argv)  # unknown flags first
 
 
 def _write_yaml(path: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -47,12 +47,20 @@ def _csv(value: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="batch-score package",
-        description="Write a model bundle: the model, its feature contract and spec files, with hashes.",
+    from pipelines import cli_help
+
+    parser = cli_help.new_parser(
+        "package",
+        "Write a model bundle: the model, its feature contract and spec files, with hashes.",
+        beam=False,
     )
     add = parser.add_argument
-    add("--model", required=True, help="A .keras or .h5 file or a SavedModel directory.")
+    add(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="A .keras or .h5 file or a SavedModel directory.",
+    )
     add(
         "--output", required=True, help="Bundle directory to create (local or gs://; new or empty)."
     )
@@ -83,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--version",
         default=None,
+        metavar="LABEL",
         help="Version label written to the `model` column (default: <model file>@<sha256 prefix>).",
     )
     add("--signature", default=None, help="SavedModel signature to call.")
@@ -99,9 +108,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="Allow lambda layers in .keras files.",
     )
-    group = parser.add_mutually_exclusive_group()
+    group = parser.add_argument_group("console").add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="Show every log line.")
     group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    cli_help.polish(parser)
     return parser.parse_args(argv)
 
 

@@ -17,7 +17,6 @@ baseline that ``batch-score score --reference-profile`` compares against.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,7 +29,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import ScoreConfig, split_beam_args
+from pipelines.config import ScoreConfig
 from transforms.errors import ConfigError
 from transforms.io import input_pattern, match_files
 from transforms.preprocess import check_columns, load_spec
@@ -101,9 +100,10 @@ class ProfilePlan:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
     """Parses ``argv`` into (config, Beam flags, verbosity)."""
-    p = argparse.ArgumentParser(
-        prog="batch-score profile",
-        description="Profile reference data (and a model's predictions on it) for drift checks.",
+    from pipelines import cli_help
+
+    p = cli_help.new_parser(
+        "profile", "Profile reference data (and a model's predictions on it) for drift checks."
     )
     p.add_argument(
         "--input", required=True, help="Input file, directory or glob (Parquet or TFRecord)."
@@ -136,7 +136,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         help="Comma-separated columns to profile (default: every non-id column; with --model, "
         "the model's feature columns, as in `score`).",
     )
-    p.add_argument("--model", default=None, help="Also profile this model's predictions.")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="Also profile this model's predictions: a .keras or .h5 file, a SavedModel "
+        "directory or a bundle directory.",
+    )
     p.add_argument(
         "--preprocess",
         default=None,
@@ -149,10 +155,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         default=None,
         help="YAML file with a tfrecord_features spec (default: inferred from the first records).",
     )
-    p.add_argument("--custom-object", dest="custom_objects", action="append", default=[])
-    p.add_argument("--unsafe-deserialization", dest="unsafe_deserialization", action="store_true")
-    p.add_argument("--signature", default=None)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULT_BATCH_ROWS)
+    p.add_argument(
+        "--custom-object",
+        dest="custom_objects",
+        action="append",
+        default=[],
+        help="module:attr of a custom Keras class or function the --model needs (repeatable).",
+    )
+    p.add_argument(
+        "--unsafe-deserialization",
+        dest="unsafe_deserialization",
+        action="store_true",
+        help="Allow lambda layers and other arbitrary code in a .keras --model (safe_mode=False).",
+    )
+    p.add_argument(
+        "--signature",
+        default=None,
+        help="SavedModel signature the --model is called through (default: serving_default).",
+    )
+    p.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        help="Max rows per batch (and per model call with --model).",
+    )
     p.add_argument(
         "--num-bins",
         dest="num_bins",
@@ -175,12 +202,29 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         help="An integer column with at most this many distinct values is categorical "
         f"(default {DEFAULT_CATEGORICAL_MAX_DISTINCT}; 0: integers are always numeric).",
     )
-    p.add_argument("--categorical-columns", dest="categorical_columns", type=_csv, default=[])
-    p.add_argument("--numeric-columns", dest="numeric_columns", type=_csv, default=[])
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--verbose", action="store_true")
-    group.add_argument("--quiet", action="store_true")
-    known, rest = p.parse_known_args(argv)
+    p.add_argument(
+        "--categorical-columns",
+        dest="categorical_columns",
+        type=_csv,
+        default=[],
+        help="Comma-separated columns to profile as categories (category frequencies), "
+        "whatever their type.",
+    )
+    p.add_argument(
+        "--numeric-columns",
+        dest="numeric_columns",
+        type=_csv,
+        default=[],
+        help="Comma-separated integer columns to profile as numbers (quantile bins), "
+        "even with few distinct values.",
+    )
+    group = p.add_argument_group("console").add_mutually_exclusive_group()
+    group.add_argument(
+        "--verbose", action="store_true", help="Show every log line (Beam, TensorFlow)."
+    )
+    group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    cli_help.polish(p)
+    known, beam_args = cli_help.parse_flags(p, argv)  # unknown flags first
     verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
     del known.verbose, known.quiet
     values = vars(known)
@@ -191,7 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
     config = ProfileConfig(**values)
     _validate(config)
     config = dataclasses.replace(config, output=resolve_output_file(config.output, PROFILE_FILE))
-    return config, split_beam_args(rest), verbosity
+    return config, beam_args, verbosity
 
 
 def _validate(config: ProfileConfig) -> None:

@@ -12,8 +12,8 @@ pipeline; :func:`run` does both and runs it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -33,7 +33,8 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines import bundle_options, postprocess_options
-from pipelines.config import ScoreConfig, add_score_arguments, resolve_config, split_beam_args
+from pipelines.about import absolute_uri, versions
+from pipelines.config import ScoreConfig, add_score_arguments, resolve_config
 from transforms.drift import (
     ComputeDrift,
     DriftPlan,
@@ -55,6 +56,7 @@ from transforms.io import (
 from transforms.keras_model import ModelSpec, health_check, load
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
+from transforms.progress import CountFailedRows
 from transforms.publish import check_id_columns, check_score_output, discard_staging
 from transforms.schema import (
     LOCATOR_COLUMNS,
@@ -267,9 +269,20 @@ class ScoreBatches(beam.PTransform):
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, plan: ScoringPlan, *, started_at: float | None = None
+    pipeline: beam.Pipeline,
+    plan: ScoringPlan,
+    *,
+    started_at: float | None = None,
+    progress_dir: str | None = None,
 ) -> beam.PCollection:
     """Adds the scoring steps to ``pipeline``.
+
+    Args:
+        pipeline: The pipeline to add to.
+        plan: The checked plan.
+        started_at: When the run started (epoch seconds; default: now).
+        progress_dir: A local directory the workers report scored and failed
+            rows to (:mod:`transforms.progress`); None on remote runners.
 
     Returns:
         The PCollection holding the run summary dict (written to ``run_summary.json``).
@@ -298,7 +311,10 @@ def build_pipeline(
         plan.output_names,
         num_shards=config.num_shards,
         progress_seconds=config.progress_seconds,
+        progress_dir=progress_dir,
     )
+    if progress_dir is not None:
+        _ = errors | "ProgressFailed" >> beam.ParDo(CountFailedRows(progress_dir))
     error_files = errors | "WriteErrors" >> WriteErrors(FileSystems.join(staging, ERRORS_PREFIX))
     counts = {
         "rows_read": (tables, read_errors) | "AllRead" >> beam.Flatten(),
@@ -317,9 +333,10 @@ def build_pipeline(
         "feature_columns_source": plan.feature_columns_source,
         "config": config.to_dict(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+        **run_facts(plan, pipeline.options),
     }
     return pipeline | "Finalize" >> FinalizeRun(
-        config.output,
+        absolute_uri(config.output),  # so run_summary.json lists absolute output files
         staging,
         started_at,
         summary,
@@ -328,6 +345,29 @@ def build_pipeline(
         errors=error_files,
         reports=reports,
     )
+
+
+def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
+    """The summary's absolute URIs, versions, runner and bundle (see README, Run summary)."""
+    from pipelines.postprocess_options import parse_members
+
+    facts: dict[str, Any] = {
+        "input": absolute_uri(plan.config.input),
+        "input_uris": [absolute_uri(f) for f in plan.input_files],
+        "output": absolute_uri(plan.config.output),
+        "model_uris": [absolute_uri(m.path) for m in parse_members(plan.config.model)],
+        "runner": (options.view_as(StandardOptions).runner or LOCAL_RUNNER),
+        "versions": versions(),
+        "bundle": None,
+    }
+    if plan.bundle is not None:
+        manifest = plan.bundle.manifest
+        facts["bundle"] = {
+            "uri": absolute_uri(plan.bundle.path),
+            "version": manifest.version,
+            "manifest": json.loads(manifest.to_json()),
+        }
+    return facts
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
@@ -347,26 +387,30 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, list[str], str]:
     """Parses ``argv`` into (config, beam flags, verbosity)."""
-    parser = argparse.ArgumentParser(
-        prog="batch-score score",
-        description="Score Parquet data with a Keras model on Apache Beam.",
+    from pipelines import cli_help
+    from pipelines.config import score_defaults
+
+    parser = cli_help.new_parser(
+        "score", "Score Parquet or TFRecord data with a Keras model on Apache Beam."
     )
     add_score_arguments(parser)
-    group = parser.add_mutually_exclusive_group()
+    console_flags = parser.add_argument_group("console")
+    group = console_flags.add_mutually_exclusive_group()
     group.add_argument(
         "--verbose", action="store_true", help="Show every log line (Beam, TensorFlow)."
     )
     group.add_argument("--quiet", action="store_true", help="Show only errors.")
-    parser.add_argument(
+    console_flags.add_argument(
         "--wait",
         action="store_true",
         help="Block until the job ends and print its summary (default: only on local runners).",
     )
-    known, rest = parser.parse_known_args(argv)
+    cli_help.polish(parser, score_defaults())
+    known, beam_args = cli_help.parse_flags(parser, argv)  # unknown flags first
     verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
     del known.verbose, known.quiet, known.wait  # run() reads --wait itself
     config = resolve_config(known)
-    return config, split_beam_args(rest), verbosity
+    return config, beam_args, verbosity
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -401,17 +445,28 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     )
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, scoring_plan, started_at=started_at)
     summary_path = FileSystems.join(config.output, "run_summary.json")
+    summary = None
+    monitor = _progress_monitor(scoring_plan, options, verbosity)
     try:
-        result = pipeline.run()
+        build_pipeline(
+            pipeline,
+            scoring_plan,
+            started_at=started_at,
+            progress_dir=monitor.directory if monitor else None,
+        )
+        result = pipeline.run()  # on local runners this returns when the job is done
+        echo_console_url(result, options)
         if not (wait or waits_for_job(options)):
             return _submitted(result, options, scoring_plan, summary_path)
         result.wait_until_finish()
+        summary = _read_summary(summary_path)
     except Exception:  # a failed job's staged files (e.g. filling a full disk) go
         discard_staging(scoring_plan.staging_dir)
         raise
-    summary = _read_summary(summary_path)
+    finally:
+        if monitor is not None:
+            monitor.stop(summary)
     console.echo(
         f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "
         f"{summary['rows_failed']:,} failed in {summary['elapsed_seconds']:.1f}s "
@@ -421,6 +476,38 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary["drift"] = drift_outcome(config.output, fail_on_drift=config.fail_on_drift)
         console.echo(f"drift: {summary['drift']['message']}; report: {summary['drift']['report']}")
     return summary
+
+
+def _progress_monitor(scoring_plan: ScoringPlan, options: PipelineOptions, verbosity: str) -> Any:
+    """A started :class:`pipelines.progress.ProgressMonitor` for local runs (None: no progress).
+
+    Remote workers cannot write to the launcher's disk, so jobs the launcher
+    does not run itself (Dataflow, remote job servers) get none.
+    """
+    from pipelines import progress
+
+    runner = (options.view_as(StandardOptions).runner or LOCAL_RUNNER).split(".")[-1]
+    local = runner in (LOCAL_RUNNER, "DirectRunner", "BundleBasedDirectRunner") or (
+        runner == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed"
+    )
+    if verbosity == "quiet" or not local:
+        return None
+    total = progress.input_total(scoring_plan.input_files, scoring_plan.input_format)
+    live = verbosity == "normal" and sys.stderr.isatty()
+    return progress.ProgressMonitor(total, scoring_plan.config.progress_seconds, live=live).start()
+
+
+def echo_console_url(result: Any, options: PipelineOptions) -> None:
+    """On Dataflow, prints the job's page in the Cloud console."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from pipelines import console, progress
+
+    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
+    job_id = result.job_id() if hasattr(result, "job_id") else None
+    if runner in ("DataflowRunner", "TestDataflowRunner") and job_id:
+        cloud = options.view_as(GoogleCloudOptions)
+        console.echo(f"Dataflow job: {progress.console_url(job_id, cloud.region, cloud.project)}")
 
 
 def waits_for_job(options: PipelineOptions) -> bool:

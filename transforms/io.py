@@ -25,6 +25,7 @@ from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
 from transforms.keras_model import TensorInfo
+from transforms.progress import ProgressChannel
 from transforms.schema import LOCATOR_FIELDS, cast_table
 
 _LOG = logging.getLogger("keras_batch_score")
@@ -270,15 +271,20 @@ def to_predictions_table(
 
 class _ToPredictionsTable(beam.DoFn):
     def __init__(
-        self, schema: pa.Schema, output_names: Sequence[str], progress_seconds: float
+        self,
+        schema: pa.Schema,
+        output_names: Sequence[str],
+        progress_seconds: float,
+        progress_dir: str | None = None,
     ) -> None:
         self._schema = schema
         self._output_names = list(output_names)
         self._progress_seconds = progress_seconds
+        self._progress_dir = progress_dir
 
     def setup(self) -> None:
         self._scored = beam.metrics.Metrics.counter("keras_batch_score", "rows_scored")
-        self._progress = ProgressReporter(self._progress_seconds)
+        self._progress = ProgressReporter(self._progress_seconds, self._progress_dir)
 
     def process(self, batch: ScoringBatch):
         self._scored.inc(batch.num_rows)
@@ -286,17 +292,33 @@ class _ToPredictionsTable(beam.DoFn):
         if batch.num_rows:
             yield to_predictions_table(batch, self._schema, self._output_names)
 
+    def finish_bundle(self) -> None:
+        self._progress.flush()
+
 
 class ProgressReporter:
-    """Rate-limited progress lines from inside a DoFn (one per worker every few seconds)."""
+    """Progress from inside a DoFn.
 
-    def __init__(self, interval: float) -> None:
+    With a channel directory (local runners: the launcher draws the progress
+    bar, see :mod:`transforms.progress`) the scored rows go there. Without one
+    (remote runners), a rate-limited log line per worker every ``interval``
+    seconds goes to the worker log.
+    """
+
+    def __init__(self, interval: float, channel_dir: str | None = None) -> None:
         self._interval = interval
         self._start = self._last = time.monotonic()
         self._scored = 0
         self._rejected = 0
+        self._channel = ProgressChannel(channel_dir)
+
+    def flush(self) -> None:
+        self._channel.flush()
 
     def add(self, *, scored: int, rejected: int = 0) -> None:
+        if self._channel.enabled:  # rejected rows reach the channel from the errors output
+            self._channel.add(scored=scored)
+            return
         self._scored += scored
         self._rejected += rejected
         now = time.monotonic()
@@ -327,6 +349,7 @@ class WritePredictions(beam.PTransform):
         *,
         num_shards: int = 0,
         progress_seconds: float = 5.0,
+        progress_dir: str | None = None,
     ) -> None:
         super().__init__()
         self._prefix = file_prefix
@@ -334,13 +357,16 @@ class WritePredictions(beam.PTransform):
         self._output_names = list(output_names)
         self._num_shards = num_shards
         self._progress_seconds = progress_seconds
+        self._progress_dir = progress_dir
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         return (
             batches
             | "ToArrow"
             >> beam.ParDo(
-                _ToPredictionsTable(self._schema, self._output_names, self._progress_seconds)
+                _ToPredictionsTable(
+                    self._schema, self._output_names, self._progress_seconds, self._progress_dir
+                )
             ).with_output_types(pa.Table)
             | "WriteParquet"
             >> WriteToParquetBatched(
