@@ -44,7 +44,7 @@ def _base(root, out) -> list[str]:
         ),
         (
             ["--feature-columns", "f0,f1,f2"],
-            "model input 'x' expects 4 values per row, but the feature columns give 3",
+            "model input 'x' (shape (4,)) expects 4 values per row, but the feature columns give 3",
         ),
         (["--id-column", "customer"], "id column 'customer' is not in the input schema"),
         (["--batch-sise", "10"], "unknown flag(s) --batch-sise (did you mean '--batch-size'?)"),

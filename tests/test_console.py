@@ -60,5 +60,5 @@ def test_job_failure_is_one_line_without_traceback(tmp_path):
     util.write_parquet(tmp_path / "other.parquet", util.feature_table(10, 3))
     proc = _score(tmp_path, "--feature-columns", "f0,f1,f2")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: model input 'x' expects 4 values per row")
+    assert proc.stderr.startswith("error: model input 'x' (shape (4,)) expects 4 values per row")
     assert "Traceback" not in proc.stderr

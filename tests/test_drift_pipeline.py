@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def test_shift_of_one_std_flags_exactly_that_feature(env):
     assert f2["histogram"]["current"] == expected
     # The page lists f2 first and highlights it.
     assert page.index(">f2 <") < page.index(">f0 <")
-    assert 'class="card drift"><h3>f2 ' in page
+    assert re.search(r'class="card drift" id="[\w-]+"><h3>f2 ', page)
 
 
 def test_new_category_flags_the_categorical(env):
