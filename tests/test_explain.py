@@ -292,3 +292,60 @@ def test_explain_output_errors():
         explain.parse_output_target("r", outputs)
     with pytest.raises(ConfigError, match="index 3"):
         explain.parse_output_target("p:3", outputs)
+
+
+def test_settings_from_yaml(tmp_path):
+    import argparse
+
+    from pipelines.config import add_score_arguments, resolve_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "model: m.keras\ninput: in.parquet\noutput: out\nexplain: integrated-gradients\n"
+        "explain_steps: 64\nexplain_output: 'probs:1'\nreference_profile: p.json\n"
+        "ood_threshold: 0.25\nadversarial_check: true\nadversarial_epsilon: 0.05\n"
+    )
+    parser = argparse.ArgumentParser()
+    add_score_arguments(parser)
+    config = resolve_config(parser.parse_args(["--config", str(path), "--explain-steps", "16"]))
+    assert (config.explain, config.explain_steps, config.explain_output) == (
+        "integrated-gradients",
+        16,
+        "probs:1",
+    )
+    assert config.ood_score and config.ood_threshold == 0.25
+    assert config.adversarial_check and config.adversarial_epsilon == 0.05
+    path.write_text("model: m.keras\ninput: i\noutput: o\nexplain_steps: many\n")
+    with pytest.raises(ConfigError, match="explain_steps"):
+        resolve_config(parser.parse_args(["--config", str(path)]))
+
+
+def test_preprocessed_inputs_are_explained_per_model_input_feature(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "features:\n"
+        "  age: {type: numeric, standardize: {mean: 1.0, std: 2.0}}\n"
+        "  city: {type: categorical, vocab: [a, b], num_oov: 1, output: one_hot}\n"
+    )
+    w = np.array([[2.0], [-1.0], [0.5], [3.0]], np.float32)
+    inp = keras.Input((4,), name="x")
+    dense = keras.layers.Dense(1)
+    model = keras.Model(inp, dense(inp))
+    dense.set_weights([w, np.array([0.1], np.float32)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    rng = np.random.default_rng(9)
+    age = rng.normal(size=60).astype(np.float32)
+    city = rng.choice(["a", "b", "zz"], size=60)
+    table = pa.table({"id": np.arange(60), "age": age, "city": city.tolist()})
+    data = util.write_parquet(tmp_path / "in.parquet", table)
+    out = tmp_path / "out"
+    _score(path, data, out, "--preprocess", str(spec), "--explain", "gradient-x-input")
+    preds = util.read_predictions(out)
+    assert preds.schema.field("attr_city").type == pa.list_(pa.float32())
+    np.testing.assert_allclose(
+        preds.column("attr_age").to_numpy(), w[0, 0] * (age - 1) / 2, atol=1e-5
+    )
+    onehot = np.eye(3, dtype=np.float32)[np.select([city == "a", city == "b"], [1, 2], 0)]
+    got = np.stack(preds.column("attr_city").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(got, onehot * w[1:, 0], atol=1e-5)
