@@ -349,3 +349,48 @@ def test_preprocessed_inputs_are_explained_per_model_input_feature(tmp_path):
     onehot = np.eye(3, dtype=np.float32)[np.select([city == "a", city == "b"], [1, 2], 0)]
     got = np.stack(preds.column("attr_city").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(got, onehot * w[1:, 0], atol=1e-5)
+
+
+def test_rows_with_nan_attributions_go_to_errors(tmp_path):
+    class Root(tf.Module):  # d sqrt(|x|)/dx is infinite at 0: 0 * inf = NaN attributions there
+        @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.float32, name="feats")])
+        def serve(self, feats):
+            return {"y": tf.reduce_sum(tf.sqrt(tf.abs(feats) + 0.0), axis=1, keepdims=True)}
+
+    module = Root()
+    path = str(tmp_path / "sm")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    f0 = np.array([0.0, 1.0, 4.0, 0.0, 9.0], np.float32)
+    table = pa.table({"id": np.arange(5), "f0": f0, "f1": np.ones(5, np.float32)})
+    data = util.write_parquet(tmp_path / "in.parquet", table)
+    out = tmp_path / "out"
+    summary = _score(path, data, out, "--explain", "gradient-x-input")
+    assert (summary["rows_scored"], summary["rows_failed"]) == (3, 2)
+    errors = util.read_errors(out)
+    assert {e["stage"] for e in errors} == {"explain"}
+    assert sorted(e["row"]["id"] for e in errors) == [0, 3]
+    preds = util.read_predictions(out)
+    np.testing.assert_allclose(
+        preds.column("attr_f0").to_numpy(), np.sqrt(f0[[1, 2, 4]]) / 2, atol=1e-5
+    )
+
+
+def test_ensemble_is_refused(env, tmp_path, capsys):
+    code = cli.main(
+        [
+            "score",
+            "--model",
+            f"a={env['mlp_path']}",
+            "--model",
+            f"b={env['linear_path']}",
+            "--input",
+            env["data"],
+            "--output",
+            str(tmp_path / "o"),
+            "--id-column",
+            "id",
+            "--explain",
+            "gradient-x-input",
+        ]
+    )
+    assert code == 2 and "one model" in capsys.readouterr().err
