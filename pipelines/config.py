@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from pipelines import bundle_options, drift_options, postprocess_options
+from pipelines import bundle_options, drift_options, explain_options, postprocess_options
 from transforms.errors import ConfigError
 from transforms.safe_yaml import read_yaml, short_repr
 
@@ -65,6 +65,16 @@ class ScoreConfig:
     fallback_model: str | None = None
     model_sha256: str | None = None  # pinned model hash (pipelines/bundle_options.py)
     overwrite: bool = False  # write beside files this tool did not write (transforms.publish)
+    # Explanations, OOD scores, adversarial check: see pipelines/explain_options.py.
+    explain: str | None = None
+    explain_steps: int = explain_options.DEFAULTS["explain_steps"]
+    explain_baseline: str = explain_options.DEFAULTS["explain_baseline"]
+    explain_output: str | None = None
+    ood_score: bool = False
+    ood_threshold: float | None = None
+    adversarial_check: bool = False
+    adversarial_epsilon: float = explain_options.DEFAULTS["adversarial_epsilon"]
+    adversarial_threshold: float = explain_options.DEFAULTS["adversarial_threshold"]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,6 +234,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[
     )
     postprocess_options.add_postprocess_arguments(group("ensembles and post-processing"))
     drift_options.add_drift_arguments(group("drift against a reference profile"))
+    explain_options.add_explain_arguments(group("explanations and out-of-distribution flags"))
 
 
 def score_defaults() -> dict[str, Any]:
@@ -261,6 +272,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return postprocess_options.coerce(key, value, where)
     if key in drift_options.FIELDS:
         return drift_options.coerce(key, value, where)
+    if key in explain_options.FIELDS:
+        return explain_options.coerce(key, value, where)
     if key == "model" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
         return postprocess_options.coerce_models(value, where)
     list_fields = {"model", "id_columns", "feature_columns", "custom_objects"}
@@ -330,6 +343,7 @@ def _validate(config: ScoreConfig) -> None:
     postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options
     drift_options.validate(config)  # drift thresholds, --fail-on-drift needs a profile
     bundle_options.validate(config)  # --model-sha256
+    explain_options.validate(config)  # --explain, --ood-*, --adversarial-*
     if config.progress_seconds <= 0:
         raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
     dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})

@@ -44,6 +44,7 @@ from transforms.drift import (
     report_paths,
 )
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
+from transforms.insights import AddInsights, InsightsPlan, add_insight_counts, plan_insights
 from transforms.io import (
     ERRORS_PREFIX,
     PREDICTIONS_PREFIX,
@@ -106,6 +107,7 @@ class ScoringPlan:
     row_locator: bool = False  # no id column: outputs carry source_file + row_index
     feature_columns_source: str = "file_order"  # bundle_options.feature_source
     bundle: bundle_options.BundleUse | None = None
+    insights: InsightsPlan | None = None  # --explain, --ood-score, --adversarial-check
 
     @property
     def passthrough_columns(self) -> tuple[str, ...]:
@@ -165,6 +167,10 @@ def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
     post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
     if post is not None:
         out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
+    insights = plan_insights(config, spec, model, layout, preprocessed=preprocess_plan is not None)
+    if insights is not None:
+        out_schema = insights.output_schema(out_schema)
+        output_names = insights.output_names(output_names)
     check_id_columns(config.id_columns, out_schema)
     drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
     if drift_plan is not None:
@@ -194,6 +200,7 @@ def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
             config, bundle, model.inputs, layout.columns
         ),
         bundle=bundle,
+        insights=insights,
     )
 
 
@@ -294,6 +301,9 @@ def build_pipeline(
         plan, kept_columns(plan.passthrough_columns, plan.drift)
     )
     scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
+    if plan.insights is not None:  # attributions, OOD scores, fragility (transforms.insights)
+        scored, insight_errors = scored | "Insights" >> AddInsights(plan.insights)
+        inference_errors = (inference_errors, insight_errors) | "InsightErrors" >> beam.Flatten()
     errors = (read_errors, validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
     staging = plan.staging_dir
@@ -324,6 +334,8 @@ def build_pipeline(
     if plan.postprocess is not None:
         fallback = plan.postprocess.fallback
         counts = add_model_counts(counts, scored, fallback.model_id if fallback else None)
+    if plan.insights is not None:
+        counts = add_insight_counts(counts, scored, plan.insights)
     summary = {
         "run_id": plan.run_id,
         "model": plan.model_id,

@@ -134,6 +134,14 @@ class LoadedModel:
             out[info.name] = values
         return out
 
+    def call_tensors(self, tensors: Mapping[str, Any]) -> dict[str, Any]:
+        """The compiled model call on a dict of tensors, outputs as tensors keyed by name.
+
+        Unlike :meth:`predict` it converts nothing to numpy, so it can run inside a
+        ``tf.function`` and under a ``tf.GradientTape`` (``transforms.explain``).
+        """
+        return dict(self._call(dict(tensors)))
+
     @property
     def _by_name(self) -> dict[str, TensorInfo]:
         return {info.name: info for info in self.inputs}
