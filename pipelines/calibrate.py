@@ -59,6 +59,15 @@ NOT_OFFERED = (
     "--fail-on-drift",
     "--drift-threshold",
     "--drift-share",
+    "--explain",
+    "--explain-steps",
+    "--explain-baseline",
+    "--explain-output",
+    "--ood-score",
+    "--ood-threshold",
+    "--adversarial-check",
+    "--adversarial-epsilon",
+    "--adversarial-threshold",
 )
 
 
