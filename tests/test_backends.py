@@ -299,3 +299,20 @@ def test_cli_refuses_float16_on_cpu(saved, tmp_path, capsys):
     assert _score(tmp_path, path, "--precision", "float16") == 2
     err = capsys.readouterr().err
     assert "--precision float16 needs a GPU" in err
+
+
+def test_bench_backend_table_reports_speed_and_difference(tmp_path, monkeypatch):
+    from pipelines import bench
+
+    monkeypatch.setenv(backends_cache_env(), str(tmp_path / "cache"))
+    _, model_path = bench.prepare_w1(tmp_path, 1000)
+    table = bench.backend_table(model_path, rows=1024, batches=(256, 1024))
+    assert list(table) == list(backends.BACKENDS)
+    for backend, row in table.items():
+        if backends.missing_modules(backend):
+            assert "not installed" in row["skipped"]
+            continue
+        assert set(row["rows_per_second_by_batch"]) == {256, 1024}
+        assert row["max_abs_diff_vs_keras"] <= TOLERANCE.get(backend, 1e-5)
+    text = bench.format_backend_table(table)
+    assert "| keras |" in text and "max abs diff" in text
