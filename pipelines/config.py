@@ -300,6 +300,11 @@ def _validate(config: ScoreConfig) -> None:
             f"'precision' must be 'float32', 'bfloat16' or 'float16', got {config.precision!r}"
         )
     check_backend(config.backend, config.precision)  # known, installed, float32 when converted
+    if config.backend != "keras" and config.mc_dropout_samples:
+        raise ConfigError(
+            f"--mc-dropout-samples runs its own stochastic Keras passes, not --backend "
+            f"{config.backend}: use --backend keras with it"
+        )
     if config.num_shards < 0:
         raise ConfigError(f"'num_shards' must be >= 0, got {config.num_shards}")
     postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options

@@ -233,6 +233,11 @@ def test_converted_backends_refuse_reduced_precision():
         _parse("--backend", "onnxruntime", "--precision", "bfloat16")
 
 
+def test_mc_dropout_is_not_silently_run_by_keras_under_another_backend():
+    with pytest.raises(ConfigError, match=r"--mc-dropout-samples .* use --backend keras"):
+        _parse("--backend", "xla", "--mc-dropout-samples", "4")
+
+
 def test_missing_backend_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"pip install 'keras-batch-score\[litert\]'"):
