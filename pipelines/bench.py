@@ -7,7 +7,10 @@ groups) and a Keras MLP 32-256-256-1. In one run it measures, as rows/s:
 (b) a hand-written pyarrow + Keras script, as a whole process;
 (c) the compute limit: the compiled model function on in-memory numpy at the
     best batch size (and eager ``model(x)`` for reference), in-process;
-(d) Beam's stock per-row ``RunInference(TFModelHandlerNumpy)`` on a 50k-row subset.
+(d) Beam's stock per-row ``RunInference(TFModelHandlerNumpy)`` on a 50k-row subset;
+(e) each ``--backend`` (keras, xla, onnxruntime, litert): the loaded model's
+    predict call on in-memory batches of 8192 and 65536 rows, in-process, and its
+    largest absolute difference from Keras' ``model(x, training=False)``.
 
 (a) and (b) alternate over ``--rounds`` rounds; the best round of each is
 reported, with peak RSS. Results go to ``<workdir>/bench_results.json``.
@@ -134,6 +137,84 @@ def compute_limit(model_path: Path, rows: int = 1_000_000) -> dict[str, Any]:
     }
 
 
+def backend_table(
+    model_path: Path, rows: int = 1_000_000, batches: Sequence[int] = (8192, 65536)
+) -> dict[str, Any]:
+    """(e): per backend, rows/s of its predict call per batch size, and max |diff| vs Keras.
+
+    Each backend is loaded as the pipeline loads it (:func:`transforms.keras_model.load`,
+    converting the model where the backend needs it). A backend that is not
+    installed or cannot take the model is reported with the reason instead.
+    """
+    import numpy as np
+
+    from transforms.backends import BACKENDS, missing_modules
+    from transforms.errors import ConfigError
+    from transforms.keras_model import ModelSpec, load
+    from transforms.tf_quiet import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    reference_model = keras.saving.load_model(model_path, compile=False)
+    x = np.random.default_rng(2).normal(size=(rows, N_FEATURES)).astype(np.float32)
+    check = x[: min(rows, 65536)]
+    reference = np.asarray(reference_model(check, training=False)).reshape(-1)
+    table: dict[str, Any] = {}
+    for backend in BACKENDS:
+        missing = missing_modules(backend)
+        if missing:
+            table[backend] = {"skipped": f"not installed: {', '.join(missing)}"}
+            continue
+        start = time.perf_counter()
+        try:
+            model = load(ModelSpec(str(model_path), backend=backend))
+        except ConfigError as e:
+            table[backend] = {"skipped": str(e)}
+            continue
+        load_seconds = time.perf_counter() - start
+
+        def predict(batch: np.ndarray, model: Any = model) -> np.ndarray:
+            return model.predict({model.inputs[0].name: batch})[model.outputs[0].name]
+
+        by_batch = {}
+        for size in batches:
+            predict(x[:size])  # warm up (traces, allocates)
+            best = 0.0
+            for _ in range(2):
+                began = time.perf_counter()
+                for i in range(0, rows, size):
+                    predict(x[i : i + size])
+                best = max(best, rows / (time.perf_counter() - began))
+            by_batch[size] = best
+        got = np.concatenate(
+            [predict(check[i : i + batches[0]]) for i in range(0, len(check), batches[0])]
+        )
+        table[backend] = {
+            "rows_per_second_by_batch": by_batch,
+            "max_abs_diff_vs_keras": float(np.abs(got.reshape(-1) - reference).max()),
+            "load_seconds": round(load_seconds, 2),
+        }
+    return table
+
+
+def format_backend_table(table: dict[str, Any]) -> str:
+    """The (e) table: a user picks a backend by speed and by difference from Keras."""
+    sizes = sorted({int(b) for r in table.values() for b in r.get("rows_per_second_by_batch", {})})
+    lines = [
+        "| --backend | " + " | ".join(f"rows/s, batch {b:,}" for b in sizes) + " | max abs diff |",
+        "|---|" + "---:|" * len(sizes) + "---:|",
+    ]
+    for backend, r in table.items():
+        if "rows_per_second_by_batch" not in r:
+            lines.append(f"| {backend} | {r.get('skipped', '')} |")
+            continue
+        rates = r["rows_per_second_by_batch"]
+        cells = [f"{rates.get(b, rates.get(str(b), 0)):,.0f}" for b in sizes]
+        lines.append(f"| {backend} | {' | '.join(cells)} | {r['max_abs_diff_vs_keras']:.1e} |")
+    return "\n".join(lines)
+
+
 def stock_env(workdir: Path) -> dict[str, str] | None:
     """PYTHONPATH with tensorflow_hub (+ tf-keras) installed beside, not into, the venv."""
     site = workdir / "stock-site"
@@ -179,6 +260,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--skip-w2", action="store_true", help="Skip the image workload (W2).")
     parser.add_argument(
+        "--backend-rows", type=int, default=1_000_000, help="Rows per backend in (e)."
+    )
+    parser.add_argument(
         "--pipeline-flag",
         action="append",
         default=[],
@@ -197,6 +281,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     print("(c) compute limit (in-process) ...", flush=True)
     results["c_compute_limit"] = compute_limit(model)
+    print("(e) backends (in-process) ...", flush=True)
+    results["e_backends"] = backend_table(model, rows=args.backend_rows)
 
     runs: dict[str, list[dict[str, Any]]] = {"a_pipeline": [], "b_script": [], "a_bf16": []}
     for r in range(args.rounds):
@@ -334,6 +420,9 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(
         f"| eager model(x), 8192 rows, in-memory (reference) | {c['eager_rows_per_second_8192']:,.0f} | |"
     )
+    if "e_backends" in results:
+        lines += ["", "(e) backends: predict call on in-memory batches, in-process"]
+        lines.append(format_backend_table(results["e_backends"]))
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in results["ratios"].items()))
     if "w2" in results:

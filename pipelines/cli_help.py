@@ -63,6 +63,7 @@ METAVARS: dict[str, str] = {
     "--drift-threshold": "[FEATURE:]METRIC=VALUE",
     "--drift-share": "SHARE",
     "--model-sha256": "HEX",
+    "--backend": "NAME",
     "--explain-steps": "N",
     "--explain-output": "NAME[:INDEX]",
     "--ood-threshold": "SHARE",

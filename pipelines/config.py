@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from pipelines import bundle_options, drift_options, explain_options, postprocess_options
+from transforms.backends import check_backend
 from transforms.errors import ConfigError
 from transforms.safe_yaml import read_yaml, short_repr
 
@@ -43,6 +44,7 @@ class ScoreConfig:
     reshuffle: bool = False
     progress_seconds: float = 5.0
     precision: str = "float32"
+    backend: str = "keras"  # keras | xla | onnxruntime | litert (transforms.backends)
     # Drift against a reference profile: see pipelines/drift_options.py and README, Drift.
     reference_profile: str | None = None
     fail_on_drift: bool = False
@@ -196,10 +198,19 @@ def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[
     )
     model.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=("float32", "bfloat16", "float16"),
         default=s,
         help="Model compute precision. bfloat16 is opt-in: faster on CPUs with AVX512-BF16 and on GPUs, "
-        "results differ from float32 by ~1e-3 (.keras/.h5 models only).",
+        "results differ from float32 by ~1e-3 (.keras/.h5 models only). float16 needs a GPU.",
+    )
+    model.add_argument(
+        "--backend",
+        choices=("keras", "xla", "onnxruntime", "litert"),
+        default=s,
+        help="What runs the model: keras (its compiled TensorFlow graph), xla (the same graph "
+        "with jit_compile=True), onnxruntime or litert (converted once per worker, cached by "
+        "the model's hash; pip install 'keras-batch-score[onnx]' or '[litert]'). See README, "
+        "Backends.",
     )
     run = group("batching and progress")
     run.add_argument(
@@ -336,8 +347,16 @@ def _validate(config: ScoreConfig) -> None:
         raise ConfigError(
             f"'min_batch_size' must be between 1 and batch_size ({config.batch_size}), got {config.min_batch_size}"
         )
-    if config.precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"'precision' must be 'float32' or 'bfloat16', got {config.precision!r}")
+    if config.precision not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(
+            f"'precision' must be 'float32', 'bfloat16' or 'float16', got {config.precision!r}"
+        )
+    check_backend(config.backend, config.precision)  # known, installed, float32 when converted
+    if config.backend != "keras" and config.mc_dropout_samples:
+        raise ConfigError(
+            f"--mc-dropout-samples runs its own stochastic Keras passes, not --backend "
+            f"{config.backend}: use --backend keras with it"
+        )
     if config.num_shards < 0:
         raise ConfigError(f"'num_shards' must be >= 0, got {config.num_shards}")
     postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options

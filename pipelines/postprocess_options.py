@@ -387,6 +387,7 @@ def model_spec(config: Any, path: str) -> Any:
         safe_mode=not config.unsafe_deserialization,
         signature=config.signature,
         precision=config.precision,
+        backend=getattr(config, "backend", "keras"),
     )
 
 

@@ -40,7 +40,11 @@ class ModelSpec:
         signature: SavedModel signature name; ``None`` picks ``serving_default``.
         precision: ``float32`` (exactly ``model(x, training=False)``) or
             ``bfloat16`` (opt-in: Keras ``mixed_bfloat16`` compute, float32 outputs;
-            faster on CPUs with AVX512-BF16 and on GPUs, ~1e-3 absolute difference).
+            faster on CPUs with AVX512-BF16 and on GPUs, ~1e-3 absolute difference) or
+            ``float16`` (Keras ``mixed_float16``; GPUs only).
+        backend: ``keras`` (the compiled graph), ``xla`` (the same graph with
+            ``jit_compile=True``), ``onnxruntime`` or ``litert`` (the graph converted
+            once per process, cached by content hash: :mod:`transforms.backends`).
     """
 
     path: str
@@ -50,6 +54,7 @@ class ModelSpec:
     precision: str = "float32"
     sha256: str | None = None  # pinned hash of the model's bytes (--model-sha256, bundles)
     model_id: str | None = None  # the `model` column's value (a bundle's version label)
+    backend: str = "keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +115,34 @@ class LoadedModel:
         self._call = call
         self._weights = weights
         self._keepalive = keepalive  # a SavedModel's trackable root must outlive its functions
+        self.converted_file: str | None = None  # the ONNX / LiteRT file a converted backend runs
+
+    @property
+    def call(self) -> Callable[[Any], Any]:
+        """The compiled call: a dict of named input tensors to a dict of named outputs."""
+        return self._call
+
+    @property
+    def keepalive(self) -> Any:
+        """The Keras model or SavedModel root behind the call (owns the variables)."""
+        return self._keepalive
+
+    def with_call(
+        self, call: Callable[[Any], Any], format: str, converted_file: str | None = None
+    ) -> LoadedModel:
+        """The same model (inputs, outputs, weights) run by another ``call``."""
+        other = LoadedModel(
+            inputs=self.inputs,
+            outputs=self.outputs,
+            call=call,
+            model_id=self.model_id,
+            format=format,
+            weights=self._weights,
+            keepalive=self._keepalive,
+            input_structure=self.input_structure,
+        )
+        other.converted_file = converted_file
+        return other
 
     def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the compiled model on one batch.
@@ -267,6 +300,8 @@ def load(spec: ModelSpec) -> LoadedModel:
             format, custom class not provided, unsafe lambda layers, ...).
     """
     import_tensorflow()
+    if spec.precision == "float16":
+        check_gpu_for_float16(spec.path)
     local = localize(spec.path)
     if spec.sha256:
         verify_sha256(local, spec.sha256, spec.path)
@@ -292,8 +327,17 @@ def load(spec: ModelSpec) -> LoadedModel:
         else:
             model_id = model_id_for(spec.path, local)
         if fmt == "saved_model":
-            return _load_saved_model(local, spec, model_id)
-        return _load_keras(files, fmt, spec, model_id)
+            loaded = _load_saved_model(local, spec, model_id)
+            source_hash = content_hash(local)
+        else:
+            loaded = _load_keras(files, fmt, spec, model_id)
+            source_hash = "".join(content_hash(f) for f in files)
+        if spec.backend in ("onnxruntime", "litert"):
+            from transforms.backends.convert import converted_model
+
+            key = [source_hash, fmt, spec.signature or "", *spec.custom_objects]
+            return converted_model(loaded, spec.backend, key, spec.path)
+        return loaded
 
     return _MODELS.acquire(construct, tag=tag)
 
@@ -329,6 +373,9 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
         outputs = [dataclasses.replace(info, dtype="float32") for info in outputs]
         fmt = f"{fmt}+{spec.precision}"
 
+    jit = True if spec.backend == "xla" else None  # None: TensorFlow's default
+    if jit:
+        refuse_xla_strings(inputs, spec.path)
     order = [info.name for info in inputs]
     sig_dict = {info.name: tf.TensorSpec((None, *info.shape), info.dtype) for info in inputs}
     if structure == "single":
@@ -336,6 +383,7 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
             lambda x: model(x, training=False),
             input_signature=[sig_dict[order[0]]],
             autograph=False,
+            jit_compile=jit,
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +391,10 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
 
     elif structure == "dict":
         graph = tf.function(
-            lambda d: model(d, training=False), input_signature=[sig_dict], autograph=False
+            lambda d: model(d, training=False),
+            input_signature=[sig_dict],
+            autograph=False,
+            jit_compile=jit,
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
@@ -354,11 +405,14 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
             lambda *xs: model(list(xs), training=False),
             input_signature=[sig_dict[n] for n in order],
             autograph=False,
+            jit_compile=jit,
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
             return _name_outputs(graph(*[tensors[n] for n in order]), output_names)
 
+    if jit:
+        fmt = f"{fmt}+xla"
     return LoadedModel(
         inputs=inputs,
         outputs=outputs,
@@ -520,9 +574,9 @@ def _name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
         named = dict(zip(names, result, strict=True))
     else:
         named = {names[0]: result}
-    # bfloat16 outputs (``--precision bfloat16``) leave the model as float32.
+    # bfloat16 / float16 outputs (``--precision``) leave the model as float32.
     return {
-        k: (v.numpy().astype(np.float32) if v.dtype.name == "bfloat16" else v)
+        k: (v.numpy().astype(np.float32) if v.dtype.name in ("bfloat16", "float16") else v)
         for k, v in named.items()
     }
 
@@ -594,6 +648,10 @@ def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel
         TensorInfo(k, tuple(v.shape[1:]), v.dtype.name) for k, v in sorted(out_specs.items())
     ]
 
+    if spec.backend == "xla":
+        refuse_xla_strings(inputs, spec.path)
+        fn = tf.function(fn, jit_compile=True, autograph=False)
+
     def call(tensors: dict[str, Any]) -> dict[str, Any]:
         return fn(**tensors)
 
@@ -603,11 +661,40 @@ def _load_saved_model(local: str, spec: ModelSpec, model_id: str) -> LoadedModel
         outputs=outputs,
         call=call,
         model_id=model_id,
-        format=f"saved_model[{name}]",
+        format=f"saved_model[{name}]" + ("+xla" if spec.backend == "xla" else ""),
         weights=lambda: [v.numpy() for v in variables],
         keepalive=root,
         input_structure="dict",
     )
+
+
+def refuse_xla_strings(inputs: Sequence[TensorInfo], path: str) -> None:
+    """Refuses ``--backend xla`` for string inputs: XLA has no string type (TensorFlow aborts).
+
+    Raises:
+        ModelError: naming the string inputs.
+    """
+    strings = [info.name for info in inputs if is_string_dtype(info.dtype)]
+    if strings:
+        raise ModelError(
+            f"model {path}: --backend xla cannot compile string inputs {strings} (XLA has no "
+            "string type); use --backend keras"
+        )
+
+
+def check_gpu_for_float16(path: str) -> None:
+    """Refuses ``--precision float16`` where TensorFlow sees no GPU.
+
+    Raises:
+        ModelError: float16 compute on a CPU is slower than float32 and less exact.
+    """
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise ModelError(
+            f"model {path}: --precision float16 needs a GPU, and TensorFlow sees none on this "
+            "machine; use --precision float32 (or bfloat16 on CPUs with AVX512-BF16)"
+        )
 
 
 def _first_line(e: BaseException) -> str:
