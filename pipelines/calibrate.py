@@ -35,7 +35,7 @@ from pipelines import score
 from pipelines.config import ScoreConfig, add_score_arguments, resolve_config
 from transforms import calibration as cal
 from transforms.batch import ScoringBatch
-from transforms.errors import ConfigError, DataError
+from transforms.errors import ConfigError, DataError, format_names
 from transforms.publish import resolve_output_file
 
 CALIBRATION_FILE = "calibration.json"
@@ -297,7 +297,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if label_type is None:
         raise ConfigError(
-            f"--label-column {options.label_column!r} is not in the input; columns are {plan.input_schema.names}"
+            f"--label-column {options.label_column!r} is not in the input; columns are {format_names(plan.input_schema.names)}"
         )
     if not (
         pa.types.is_integer(label_type)

@@ -30,7 +30,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ScoreConfig
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, format_names
 from transforms.io import input_pattern, match_files
 from transforms.preprocess import check_columns, load_spec
 from transforms.profile import (
@@ -314,7 +314,7 @@ def plan(config: ProfileConfig) -> ProfilePlan:
     for col in [*config.id_columns, *wanted, *config.categorical_columns, *config.numeric_columns]:
         if col not in schema.names:
             raise ConfigError(
-                f"column {col!r} is not in the input schema; columns are {schema.names}"
+                f"column {col!r} is not in the input schema; columns are {format_names(schema.names)}"
             )
     candidates, skipped = [], {}
     for name in wanted:

@@ -59,3 +59,18 @@ def test_fit_preprocess_on_an_all_null_column_is_one_error_line(tmp_path, capsys
     assert code == 1
     assert "'age'" in line and "null" in line
     assert not (tmp_path / "fitted.yaml").exists()
+
+
+def test_errors_listing_columns_cut_the_list(tmp_path, capsys):
+    """A wide input's column list is cut: first 20 names, then '… and N more'."""
+    table = feature_table(50, 60)
+    data = write_parquet(tmp_path / "wide.parquet", table)
+    model = tmp_path / "m.keras"
+    mlp(3).save(model)
+    code = main(
+        ["score", "--model", str(model), "--input", data, "--id-column", "id",
+         "--feature-columns", "f0,f1,nope", "--output", str(tmp_path / "out")]
+    )  # fmt: skip
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert "'nope'" in line and "and 41 more" in line and "f59" not in line

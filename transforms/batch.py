@@ -112,3 +112,12 @@ def take_rows(batch: ScoringBatch, rows: np.ndarray) -> ScoringBatch:
         model_id=batch.model_id,
         rows_rejected=0,
     )
+
+
+def drop_rows(batch: ScoringBatch, rows: np.ndarray) -> ScoringBatch:
+    """The batch without ``rows`` (indices), keeping its ``model_id`` and ``rows_rejected``."""
+    keep = np.ones(batch.num_rows, dtype=bool)
+    keep[rows] = False
+    kept = take_rows(batch, np.flatnonzero(keep))
+    kept.rows_rejected = batch.rows_rejected
+    return kept

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import drift_metrics as dm
 from transforms.batch import ScoringBatch
+from transforms.errors import format_names
 from transforms.keras_model import TensorInfo
 from transforms.profile import (
     CATEGORICAL,
@@ -155,7 +156,7 @@ def plan_drift(
         if name not in schema.names:
             raise ProfileError(
                 f"reference profile {profile_path} describes column {name!r}, which is not in the input "
-                f"(columns: {schema.names}); profile the same kind of data you score"
+                f"(columns: {format_names(schema.names)}); profile the same kind of data you score"
             )
         if name in reserved:
             raise ProfileError(
@@ -173,7 +174,7 @@ def plan_drift(
         if name not in available:
             raise ProfileError(
                 f"reference profile {profile_path} describes prediction {name!r}, but this model's prediction "
-                f"columns are {sorted(available)}; profile with the same model (batch-score profile --model)"
+                f"columns are {format_names(sorted(available))}; profile with the same model (batch-score profile --model)"
             )
         output, index = available[name]
         targets.append(target_for(name, PREDICTION, output, index, stats))

@@ -28,7 +28,7 @@ import pyarrow as pa
 from apache_beam import pvalue
 
 from transforms import explain, ood
-from transforms.batch import ScoringBatch, take_rows
+from transforms.batch import ScoringBatch, drop_rows
 from transforms.errors import ConfigError
 from transforms.keras_model import LoadedModel, ModelSpec, load
 from transforms.profile import NumericStats, Profile, load_profile
@@ -291,11 +291,7 @@ class InsightsDoFn(beam.DoFn):
                 EXPLAIN_ERRORS,
                 error_table(batch.table, bad, "explain", [None] * len(bad), [reason] * len(bad)),
             )
-            keep = np.ones(batch.num_rows, dtype=bool)
-            keep[bad] = False
-            kept = take_rows(out, np.flatnonzero(keep))
-            kept.rows_rejected = out.rows_rejected
-            out = kept
+            out = drop_rows(out, bad)
         yield out
 
 

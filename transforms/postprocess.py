@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms import ensemble
-from transforms.batch import ScoringBatch, take_rows
+from transforms.batch import ScoringBatch, drop_rows, take_rows
 from transforms.calibration import Calibration
 from transforms.errors import ModelError
 from transforms.inference import (
@@ -289,12 +289,7 @@ class PostprocessDoFn(beam.DoFn):
                 POSTPROCESS_ERRORS,
                 error_table(batch.table, bad, "postprocess", [None] * n, reasons),
             )
-            keep = np.ones(batch.num_rows, dtype=bool)
-            keep[bad] = False
-            rejected = out.rows_rejected
-            out = take_rows(out, np.flatnonzero(keep))
-            out.rows_rejected = rejected
-            out.model_id = model_id
+            out = drop_rows(out, bad)
         yield out
 
 

@@ -45,7 +45,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from transforms import preprocess_ops as ops
 from transforms.batch import ScoringBatch
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, format_names
 from transforms.keras_model import TensorInfo
 from transforms.safe_yaml import read_yaml
 from transforms.validate import FeatureLayout, InputBinding, error_table
@@ -421,7 +421,7 @@ def check_columns(spec: PreprocessSpec, schema: pa.Schema) -> None:
         if f.column not in schema.names:
             raise ConfigError(
                 f"preprocessing feature {f.name!r} reads column {f.column!r}, which is not in the input; "
-                f"columns are {schema.names}"
+                f"columns are {format_names(schema.names)}"
             )
         t = schema.field(f.column).type
         if not _column_ok(f.type, t):

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms.batch import ScoringBatch
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, format_names
 from transforms.keras_model import TensorInfo, is_string_dtype, resolve_shape
 
 ERRORS_SCHEMA = pa.schema(
@@ -122,7 +122,9 @@ def plan_layout(
     names = schema.names
     for col in id_columns:
         if col not in names:
-            raise ConfigError(f"id column {col!r} is not in the input schema; columns are {names}")
+            raise ConfigError(
+                f"id column {col!r} is not in the input schema; columns are {format_names(names)}"
+            )
     if len(model_inputs) == 1:
         info = model_inputs[0]
         if feature_columns is None and info.name in names and info.name not in id_columns:
@@ -167,7 +169,7 @@ def _bind(schema: pa.Schema, info: TensorInfo, columns: Sequence[str]) -> InputB
     for col in columns:
         if col not in schema.names:
             raise ConfigError(
-                f"feature column {col!r} (model input {info.name!r}) is not in the input schema; columns are {schema.names}"
+                f"feature column {col!r} (model input {info.name!r}) is not in the input schema; columns are {format_names(schema.names)}"
             )
         t = schema.field(col).type
         if strings:
