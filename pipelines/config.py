@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines import bundle_options, drift_options, postprocess_options
+from pipelines import bundle_options, drift_options, output_options, postprocess_options
 from transforms.errors import ConfigError
 from transforms.safe_yaml import read_yaml, short_repr
 
@@ -65,6 +65,16 @@ class ScoreConfig:
     fallback_model: str | None = None
     model_sha256: str | None = None  # pinned model hash (pipelines/bundle_options.py)
     overwrite: bool = False  # write beside files this tool did not write (transforms.publish)
+    # Output noise, formats, per-class columns, shadow model: see pipelines/output_options.py.
+    output_format: str = "parquet"
+    output_noise: str | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    sensitivity: float | None = None
+    probability_columns: bool = False
+    multi_label_threshold: float | None = None
+    multi_label_thresholds: str | None = None
+    shadow_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,6 +204,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     postprocess_options.add_postprocess_arguments(parser)
     drift_options.add_drift_arguments(parser)
     bundle_options.add_bundle_arguments(parser)
+    output_options.add_output_arguments(parser)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -222,6 +233,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return postprocess_options.coerce(key, value, where)
     if key in drift_options.FIELDS:
         return drift_options.coerce(key, value, where)
+    if key in output_options.FIELDS:
+        return output_options.coerce(key, value, where)
     if key == "model" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
         return postprocess_options.coerce_models(value, where)
     list_fields = {"model", "id_columns", "feature_columns", "custom_objects"}
@@ -291,6 +304,7 @@ def _validate(config: ScoreConfig) -> None:
     postprocess_options.validate(config)  # models (ensemble / A/B), post-processing options
     drift_options.validate(config)  # drift thresholds, --fail-on-drift needs a profile
     bundle_options.validate(config)  # --model-sha256
+    output_options.validate(config)  # noise, output formats, per-class columns, shadow model
     if config.progress_seconds <= 0:
         raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
     dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})

@@ -430,9 +430,12 @@ def plan_postprocess(
     from transforms.keras_model import health_check, load
 
     members = parse_members(config.model, config.ensemble_weights)
+    from pipelines import output_options
+
     trivial = len(members) == 1 and not any(
         config.__dict__.get(k) for k in FIELDS if k not in ("ensemble", "keep_member_predictions")
     )
+    trivial = trivial and not output_options.needs_postprocess(config)
     if trivial:
         return None
 
@@ -524,6 +527,15 @@ def plan_postprocess(
         raise ConfigError(
             f"'top_k' is {config.top_k}, but the model has only {2 if width == 1 else width} classes"
         )
+    from transforms.schema import LOCATOR_COLUMNS
+
+    extras = output_options.plan_fields(
+        config,
+        class_names,
+        width,
+        tuple(config.id_columns) or LOCATOR_COLUMNS,
+        load_checked,
+    )
     label = (
         f"ensemble[{config.ensemble}](" + ",".join(f"{r.name}={r.model_id}" for r in runs) + ")"
         if len(runs) > 1
@@ -547,4 +559,5 @@ def plan_postprocess(
         id_columns=tuple(config.id_columns),
         fallback=fallback,
         ensemble_label=label,
+        **extras,
     )

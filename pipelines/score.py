@@ -53,6 +53,7 @@ from transforms.io import (
     predictions_schema,
 )
 from transforms.keras_model import ModelSpec, health_check, load
+from transforms.output_formats import JsonLayout, prediction_layout
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
 from transforms.publish import check_id_columns, check_score_output, discard_staging
@@ -62,6 +63,7 @@ from transforms.schema import (
     unify_input_schemas,
     with_locator,
 )
+from transforms.shadow import add_shadow_stats, shadow_pairs
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -298,6 +300,8 @@ def build_pipeline(
         plan.output_names,
         num_shards=config.num_shards,
         progress_seconds=config.progress_seconds,
+        output_format=config.output_format,
+        layout=json_layout(plan),
     )
     error_files = errors | "WriteErrors" >> WriteErrors(FileSystems.join(staging, ERRORS_PREFIX))
     counts = {
@@ -308,6 +312,13 @@ def build_pipeline(
     if plan.postprocess is not None:
         fallback = plan.postprocess.fallback
         counts = add_model_counts(counts, scored, fallback.model_id if fallback else None)
+        if plan.postprocess.shadow is not None:
+            counts = add_shadow_stats(
+                counts,
+                scored,
+                shadow_pairs(plan.postprocess),
+                {"model": plan.postprocess.shadow.model_id},
+            )
     summary = {
         "run_id": plan.run_id,
         "model": plan.model_id,
@@ -318,6 +329,10 @@ def build_pipeline(
         "config": config.to_dict(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
     }
+    noise = plan.postprocess.noise if plan.postprocess is not None else None
+    if noise is not None:  # the seed is secret: it would let anyone subtract the noise
+        summary["output_noise"] = noise.summary()
+        summary["config"] = {**summary["config"], "seed": noise.summary()["seed"]}
     return pipeline | "Finalize" >> FinalizeRun(
         config.output,
         staging,
@@ -328,6 +343,14 @@ def build_pipeline(
         errors=error_files,
         reports=reports,
     )
+
+
+def json_layout(plan: ScoringPlan) -> JsonLayout:
+    """Which output columns form a JSON line's ``instance`` and ``prediction``."""
+    ids = list(plan.passthrough_columns)
+    k = len(plan.postprocess.outputs) if plan.postprocess is not None else len(plan.output_names)
+    base = [n for n in plan.output_schema.names if n not in ids][:k]
+    return prediction_layout(ids, base, plan.output_names[:k])
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
