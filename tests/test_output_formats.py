@@ -1,0 +1,271 @@
+"""Richer outputs: JSON Lines and TFRecord predictions, prob_<class> columns, multi-label labels."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines import score
+from tests import util
+from transforms import class_outputs
+from transforms.errors import ConfigError
+
+keras = util.keras
+tf = util.import_tensorflow()
+N_FEATURES = 4
+FEATURES = [f"f{i}" for i in range(N_FEATURES)]
+CLASSES = ["cat", "dog house", "bird!"]  # sanitized: prob_cat, prob_dog_house, prob_bird_
+THRESHOLDS = {"cat": 0.4, "dog house": 0.55}  # bird!: the default 0.5
+
+
+def _multi_label_model(seed: int = 3) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((N_FEATURES,), name="x")
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Dense(3, activation="sigmoid")(h))
+
+
+def _two_output_model(seed: int = 5) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((N_FEATURES,), name="x")
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    score_out = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
+    embedding = keras.layers.Dense(2, name="embedding")(h)
+    return keras.Model(inp, {"score": score_out, "embedding": embedding})
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("formats")
+    table = util.feature_table(700, N_FEATURES, seed=4)
+    table = table.append_column("name", pa.array([f"row-{i}" for i in range(700)]))
+    model = _multi_label_model()
+    model.save(root / "ml.keras")
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "thresholds.json").write_text(json.dumps(THRESHOLDS))
+    return root, table, model, util.write_parquet(root / "in.parquet", table, row_group_size=300)
+
+
+def _run(job, out, fmt: str, *extra: str) -> dict:
+    root, _, _, input_path = job
+    return score.run(
+        [
+            "--model", str(root / "ml.keras"), "--input", input_path, "--output", str(out),
+            "--id-column", "id", "--id-column", "name", "--feature-columns", ",".join(FEATURES),
+            "--batch-size", "128", "--quiet", "--output-format", fmt, *extra,
+        ]
+    )  # fmt: skip
+
+
+CLASS_FLAGS = (
+    "--class-names",
+    "CLASSES",
+    "--probability-columns",
+    "--multi-label-threshold",
+    "0.5",
+    "--multi-label-thresholds",
+    "THRESHOLDS",
+)
+
+
+def _class_flags(root) -> list[str]:
+    flags = list(CLASS_FLAGS)
+    flags[1] = str(root / "classes.txt")
+    flags[-1] = str(root / "thresholds.json")
+    return flags
+
+
+def _files(out, suffix: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(str(out), f"predictions-*.{suffix}")))
+    assert files, os.listdir(out)
+    return files
+
+
+def _json_rows(out) -> list[dict]:
+    rows = []
+    for path in _files(out, "jsonl"):
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return sorted(rows, key=lambda r: r["instance"]["id"])
+
+
+def _tfrecord_rows(out) -> list[tf.train.Example]:
+    rows = []
+    for path in _files(out, "tfrecord"):
+        rows += [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    return sorted(rows, key=lambda e: e.features.feature["id"].int64_list.value[0])
+
+
+def test_prob_columns_and_labels_against_the_model(job, tmp_path):
+    root, table, model, _ = job
+    _run(job, tmp_path / "pq", "parquet", *_class_flags(root))
+    got = util.read_predictions(tmp_path / "pq")
+    assert got.column_names == [
+        "id",
+        "name",
+        "prediction",
+        "prob_cat",
+        "prob_dog_house",
+        "prob_bird_",
+        "labels",
+        "model",
+    ]
+    ref = util.keras_reference(model, util.stacked(table, FEATURES))
+    for j, column in enumerate(["prob_cat", "prob_dog_house", "prob_bird_"]):
+        np.testing.assert_allclose(got[column].to_numpy(), ref[:, j], atol=1e-6)
+    thresholds = np.array([0.4, 0.55, 0.5], dtype=np.float32)
+    mask = ref >= thresholds
+    expected = [[c for c, m in zip(CLASSES, row, strict=True) if m] for row in mask]
+    assert got["labels"].to_pylist() == expected
+    assert any(len(x) == 0 for x in expected) and any(len(x) >= 2 for x in expected)
+
+
+def test_jsonl_and_tfrecord_read_back_equal_parquet(job, tmp_path):
+    root = job[0]
+    flags = _class_flags(root)
+    _run(job, tmp_path / "pq", "parquet", *flags)
+    summary = _run(job, tmp_path / "js", "jsonl", *flags)
+    _run(job, tmp_path / "tfr", "tfrecord", *flags)
+    expected = util.read_predictions(tmp_path / "pq").to_pylist()
+    assert all(f.endswith(".jsonl") for f in summary["output_files"] if "predictions-" in f)
+
+    lines = _json_rows(tmp_path / "js")
+    assert len(lines) == len(expected)
+    for line, row in zip(lines, expected, strict=True):
+        assert line["instance"] == {"id": row["id"], "name": row["name"]}
+        assert line["prediction"] == pytest.approx(row["prediction"], abs=1e-7)
+        for c in ("prob_cat", "prob_dog_house", "prob_bird_"):
+            assert line[c] == pytest.approx(row[c], abs=1e-7)
+        assert line["labels"] == row["labels"]
+        assert line["model"] == row["model"]
+        assert set(line) == {
+            "instance",
+            "prediction",
+            "prob_cat",
+            "prob_dog_house",
+            "prob_bird_",
+            "labels",
+            "model",
+        }
+
+    examples = _tfrecord_rows(tmp_path / "tfr")
+    assert len(examples) == len(expected)
+    for ex, row in zip(examples, expected, strict=True):
+        f = ex.features.feature
+        assert set(f) == set(row)  # one feature per output column
+        assert list(f["id"].int64_list.value) == [row["id"]]
+        assert list(f["name"].bytes_list.value) == [row["name"].encode()]
+        np.testing.assert_array_equal(
+            np.array(f["prediction"].float_list.value, np.float32),
+            np.array(row["prediction"], np.float32),
+        )
+        assert f["prob_cat"].float_list.value[0] == np.float32(row["prob_cat"])
+        assert [v.decode() for v in f["labels"].bytes_list.value] == row["labels"]
+        assert f["model"].bytes_list.value[0].decode() == row["model"]
+
+
+def test_jsonl_named_outputs_form_a_prediction_object(job, tmp_path):
+    _root, table, _, input_path = job
+    model = _two_output_model()
+    model.save(tmp_path / "two.keras")
+    args = ["--model", str(tmp_path / "two.keras"), "--input", input_path, "--id-column", "id", "--feature-columns", ",".join(FEATURES), "--quiet"]  # fmt: skip
+    score.run([*args, "--output", str(tmp_path / "pq")])
+    score.run([*args, "--output", str(tmp_path / "js"), "--output-format", "jsonl"])
+    expected = util.read_predictions(tmp_path / "pq").to_pylist()
+    lines = _json_rows(tmp_path / "js")
+    ref = util.keras_reference(model, util.stacked(table, FEATURES))
+    for line, row in zip(lines, expected, strict=True):
+        assert line["instance"] == {"id": row["id"]}
+        assert set(line["prediction"]) == {"score", "embedding"}
+        assert line["prediction"]["score"] == pytest.approx(row["prediction_score"], abs=1e-7)
+        assert line["prediction"]["embedding"] == pytest.approx(
+            row["prediction_embedding"], abs=1e-7
+        )
+    np.testing.assert_allclose(
+        [x["prediction"]["score"] for x in lines], ref["score"].ravel(), atol=1e-6
+    )
+
+
+def test_a_new_format_replaces_the_previous_runs_files(job, tmp_path):
+    out = tmp_path / "out"
+    _run(job, out, "parquet")
+    _run(job, out, "tfrecord")
+    names = sorted(os.listdir(out))
+    assert not [n for n in names if n.endswith(".parquet")]
+    assert [n for n in names if n.startswith("predictions-") and n.endswith(".tfrecord")]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert {f["name"] for f in manifest["files"]} == {n for n in names if not n.startswith("_")}
+
+
+def test_class_name_sanitizing_and_collisions():
+    assert class_outputs.probability_columns(["a b", "c-d", "é"]) == (
+        "prob_a_b",
+        "prob_c_d",
+        "prob__",
+    )
+    with pytest.raises(ConfigError, match="both become column 'prob_a_b'"):
+        class_outputs.probability_columns(["a b", "a-b"])
+
+
+def test_multi_label_thresholds_resolve():
+    assert class_outputs.resolve_thresholds(["a", "b"], 0.5, {"b": 0.2}) == (0.5, 0.2)
+    with pytest.raises(ConfigError, match="lacks"):
+        class_outputs.resolve_thresholds(["a", "b"], 0.5, {"z": 0.2})
+    with pytest.raises(ConfigError, match="no threshold"):
+        class_outputs.resolve_thresholds(["a", "b"], None, {"b": 0.2})
+
+
+def _args(*extra: str) -> list[str]:
+    return ["--model", "m.keras", "--input", "in.parquet", "--output", "out", *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--output-format", "csv"], None),
+        (["--probability-columns"], "--class-names"),
+        (["--multi-label-threshold", "0.5"], "--class-names"),
+        (["--multi-label-threshold", "0.5", "--class-names", "c.txt", "--top-k", "2"], "--top-k"),
+        (["--multi-label-threshold", "nan", "--class-names", "c.txt"], "finite"),
+    ],
+)
+def test_flags_are_checked(extra, match):
+    if match is None:
+        with pytest.raises(SystemExit):
+            score.parse_args(_args(*extra))
+        return
+    with pytest.raises(ConfigError, match=match):
+        score.parse_args(_args(*extra))
+
+
+def test_yaml_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model: m.keras\ninput: in.parquet\noutput: out\noutput_format: jsonl\nclass_names: c.txt\n"
+        "probability_columns: true\nmulti_label_threshold: 0.3\nmulti_label_thresholds: t.json\n"
+    )
+    config, _, _ = score.parse_args(["--config", str(path)])
+    assert config.output_format == "jsonl" and config.probability_columns
+    assert (config.multi_label_threshold, config.multi_label_thresholds) == (0.3, "t.json")
+    path.write_text("model: m.keras\ninput: in.parquet\noutput: out\noutput_format: xml\n")
+    with pytest.raises(ConfigError, match="output_format"):
+        score.parse_args(["--config", str(path)])
+
+
+def test_multi_label_needs_one_sigmoid_per_class(job, tmp_path):
+    _root, _, _, input_path = job
+    util.mlp(N_FEATURES, seed=1).save(tmp_path / "bin.keras")
+    (tmp_path / "two.txt").write_text("neg\npos\n")
+    with pytest.raises(ConfigError, match="one sigmoid per class"):
+        score.plan(
+            score.parse_args(
+                ["--model", str(tmp_path / "bin.keras"), "--input", input_path, "--output", str(tmp_path / "o"),
+                 "--id-column", "id", "--feature-columns", ",".join(FEATURES),
+                 "--class-names", str(tmp_path / "two.txt"), "--multi-label-threshold", "0.5"]
+            )[0]
+        )  # fmt: skip
