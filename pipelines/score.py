@@ -41,6 +41,7 @@ from transforms.drift import (
     kept_columns,
     plan_drift_from_config,
     report_paths,
+    with_shadow_targets,
 )
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.io import (
@@ -63,7 +64,7 @@ from transforms.schema import (
     unify_input_schemas,
     with_locator,
 )
-from transforms.shadow import add_shadow_stats, shadow_pairs
+from transforms.shadow import add_shadow_stats, shadow_keys, shadow_pairs
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -167,6 +168,8 @@ def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
         out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
     check_id_columns(config.id_columns, out_schema)
     drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
+    if drift_plan is not None and post is not None and post.shadow is not None:
+        drift_plan = with_shadow_targets(drift_plan, shadow_keys(post))
     if drift_plan is not None:
         read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

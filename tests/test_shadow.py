@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,47 @@ def test_shadow_outputs_must_match_and_yaml_key(tmp_path, data):
     path = tmp_path / "c.yaml"
     path.write_text("model: a.keras\ninput: i.parquet\noutput: o\nshadow_model: b.keras\n")
     assert score.parse_args(["--config", str(path)])[0].shadow_model == "b.keras"
+
+
+def test_drift_report_compares_the_shadow_predictions_with_the_reference(tmp_path, data):
+    from pipelines import profile
+
+    _, _, input_path = data
+    champion, challenger = util.mlp(N_FEATURES, seed=1), util.mlp(N_FEATURES, seed=9)
+    champion.save(tmp_path / "a.keras")
+    challenger.save(tmp_path / "b.keras")
+    prof = str(tmp_path / "profile.json")
+    profile.run(
+        ["--input", input_path, "--output", prof, "--id-column", "id", "--model", str(tmp_path / "a.keras"), "--quiet"]
+    )  # fmt: skip
+    flags = ["--reference-profile", prof]
+    _run(
+        input_path,
+        tmp_path / "same",
+        str(tmp_path / "a.keras"),
+        *flags,
+        "--shadow-model",
+        str(tmp_path / "a.keras"),
+    )
+    _run(
+        input_path,
+        tmp_path / "diff",
+        str(tmp_path / "a.keras"),
+        *flags,
+        "--shadow-model",
+        str(tmp_path / "b.keras"),
+    )
+    same = json.loads((tmp_path / "same" / "drift.json").read_text())
+    (pred,), (sh,) = same["predictions"], same["shadow_predictions"]
+    assert (sh["name"], sh["reference"]) == ("prediction_shadow", "prediction")
+    assert sh["histogram"] == pred["histogram"] and sh["metrics"] == pred["metrics"]  # same model
+    diff = json.loads((tmp_path / "diff" / "drift.json").read_text())
+    (sh,) = diff["shadow_predictions"]
+    written = (
+        util.read_predictions(tmp_path / "diff")["prediction_shadow"].to_numpy().astype(np.float64)
+    )
+    assert sh["current"]["mean"] == pytest.approx(written.mean(), rel=1e-6)
+    edges = np.asarray(sh["histogram"]["edges"])
+    counts = np.bincount(np.searchsorted(edges, written, side="right"), minlength=len(edges) + 1)
+    assert sh["histogram"]["current"] == counts.tolist()
+    assert sh["histogram"]["current"] != diff["predictions"][0]["histogram"]["current"]

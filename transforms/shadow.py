@@ -202,6 +202,11 @@ def shadow_pairs(plan: Any) -> list[tuple[str, str, str]]:
     return [(o.column, o.key, member_key(o.key, SHADOW)) for o in plan.outputs]
 
 
+def shadow_keys(plan: Any) -> dict[str, str]:
+    """Model output name -> the key of the shadow model's output in the batches."""
+    return {key: shadow_key for _, key, shadow_key in shadow_pairs(plan)}
+
+
 def add_shadow_stats(
     counts: beam.PCollection,
     scored: beam.PCollection,
