@@ -137,7 +137,12 @@ def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="MC dropout: T stochastic passes per batch; prediction = mean, plus prediction_std.",
     )
-    add("--seed", type=int, default=s, help="Seed for MC dropout (reproducible results).")
+    add(
+        "--seed",
+        type=int,
+        default=s,
+        help="Seed for MC dropout and --output-noise (reproducible results).",
+    )
     add(
         "--ab-split",
         dest="ab_split",

@@ -269,3 +269,21 @@ def test_multi_label_needs_one_sigmoid_per_class(job, tmp_path):
                  "--class-names", str(tmp_path / "two.txt"), "--multi-label-threshold", "0.5"]
             )[0]
         )  # fmt: skip
+
+
+def test_json_lines_write_nan_as_null_and_keep_row_order():
+    from transforms.output_formats import JsonLayout, json_lines
+
+    table = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "prediction": pa.array([[0.5, float("nan")], [1.0, 2.0]], pa.list_(pa.float32())),
+            "prediction_shadow": pa.array([float("nan"), 0.25], pa.float32()),
+            "model": pa.array(["m", "m"]),
+        }
+    )
+    lines = json_lines(table, JsonLayout(("id",), (("prediction", "out"),))).split("\n")
+    assert [json.loads(x) for x in lines] == [
+        {"instance": {"id": 1}, "prediction": [0.5, None], "prediction_shadow": None, "model": "m"},
+        {"instance": {"id": 2}, "prediction": [1.0, 2.0], "prediction_shadow": 0.25, "model": "m"},
+    ]

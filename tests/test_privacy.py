@@ -148,7 +148,7 @@ def test_yaml_keys(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "model: m.keras\ninput: in.parquet\noutput: out\noutput_noise: gaussian\n"
-        "epsilon: 2\ndelta: 0.00001\nsensitivity: 0.5\nseed: 7\n"
+        "epsilon: 2\ndelta: 1e-5\nsensitivity: 0.5\nseed: 7\n"
     )
     config, _, _ = score.parse_args(["--config", str(path)])
     assert (config.output_noise, config.epsilon, config.delta, config.sensitivity, config.seed) == (

@@ -205,3 +205,28 @@ def test_drift_report_compares_the_shadow_predictions_with_the_reference(tmp_pat
     counts = np.bincount(np.searchsorted(edges, written, side="right"), minlength=len(edges) + 1)
     assert sh["histogram"]["current"] == counts.tolist()
     assert sh["histogram"]["current"] != diff["predictions"][0]["histogram"]["current"]
+
+
+def test_shadow_beside_an_ensemble(tmp_path, data):
+    _, table, input_path = data
+    paths = []
+    for seed in (1, 2, 3):
+        util.mlp(N_FEATURES, outputs=3, seed=seed).save(tmp_path / f"m{seed}.keras")
+        paths.append(str(tmp_path / f"m{seed}.keras"))
+    members = ["--model", f"a={paths[0]}", "--model", f"b={paths[1]}"]
+    _run(input_path, tmp_path / "ens", members[1], *members[2:])
+    summary = _run(
+        input_path, tmp_path / "sh", members[1], *members[2:], "--shadow-model", paths[2]
+    )
+    plain, got = util.read_predictions(tmp_path / "ens"), util.read_predictions(tmp_path / "sh")
+    assert got.column_names == ["id", "prediction", "prediction_std", "prediction_shadow", "model"]
+    for column in ("prediction", "prediction_std", "model"):
+        assert got[column].equals(plain[column]), column
+    challenger = keras.models.load_model(paths[2])
+    x = util.stacked(table, FEATURES)
+    np.testing.assert_allclose(
+        np.stack(got["prediction_shadow"].to_numpy(zero_copy_only=False)),
+        util.keras_reference(challenger, x),
+        atol=1e-6,
+    )
+    assert summary["rows_by_model"] == {got["model"][0].as_py(): 900}
