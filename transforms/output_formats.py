@@ -26,8 +26,9 @@ integer and boolean columns as ``int64_list``, strings as ``bytes_list``
 (list columns give one value per element); a null value leaves the feature
 out. This is what TFX ``BulkInferrer`` users read with ``tf.io.parse_example``.
 
-Encoding is per row (``json.dumps`` / ``Example.SerializeToString``); it runs
-in the write step only and only when these formats are chosen.
+TFRecord records are encoded columnar (:mod:`transforms.example_encoder`,
+numpy over whole tables); JSON lines are encoded per row with ``json.dumps``
+in the write step (only when ``jsonl`` is chosen).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from transforms.example_encoder import serialize_examples
 
 FORMATS = ("parquet", "jsonl", "tfrecord")
 SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "tfrecord": ".tfrecord"}
@@ -91,59 +93,9 @@ def json_lines(table: pa.Table, layout: JsonLayout) -> str:
     return "\n".join(lines)
 
 
-def _feature_kind(t: pa.DataType) -> str:
-    base = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
-    if pa.types.is_floating(base) or pa.types.is_decimal(base):
-        return "float"
-    if pa.types.is_integer(base) or pa.types.is_boolean(base):
-        return "int64"
-    if pa.types.is_timestamp(base) or pa.types.is_date(base):
-        return "int64"
-    return "bytes"
-
-
 def examples(table: pa.Table) -> list[bytes]:
-    """The rows of a predictions table as serialized ``tf.train.Example`` messages."""
-    from transforms.tf_quiet import import_tensorflow
-
-    tf = import_tensorflow()
-    columns = []
-    for name in table.column_names:
-        col = table.column(name)
-        kind = _feature_kind(col.type)
-        if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
-            col = col.cast(pa.int64())
-        columns.append((name, kind, col.to_pylist()))
-    out = []
-    for i in range(table.num_rows):
-        feature = {}
-        for name, kind, values in columns:
-            v = values[i]
-            if v is None:
-                continue
-            items = v if isinstance(v, list) else [v]
-            if kind == "float":
-                feature[name] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[np.nan if x is None else x for x in items])
-                )
-            elif kind == "int64":
-                feature[name] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=[int(x) for x in items if x is not None])
-                )
-            else:
-                feature[name] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(
-                        value=[
-                            x if isinstance(x, bytes) else str(x).encode("utf-8")
-                            for x in items
-                            if x is not None
-                        ]
-                    )
-                )
-        out.append(
-            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-        )
-    return out
+    """The rows of a predictions table as serialized ``tf.train.Example`` messages (columnar encoder)."""
+    return serialize_examples(table).rows()
 
 
 class WriteJsonLines(beam.PTransform):
