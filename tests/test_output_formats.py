@@ -86,6 +86,10 @@ def _files(out, suffix: str) -> list[str]:
     return files
 
 
+def _f32(value) -> list:
+    return np.asarray(value, dtype=np.float32).ravel().tolist()
+
+
 def _json_rows(out) -> list[dict]:
     rows = []
     for path in _files(out, "jsonl"):
@@ -138,9 +142,9 @@ def test_jsonl_and_tfrecord_read_back_equal_parquet(job, tmp_path):
     assert len(lines) == len(expected)
     for line, row in zip(lines, expected, strict=True):
         assert line["instance"] == {"id": row["id"], "name": row["name"]}
-        assert line["prediction"] == pytest.approx(row["prediction"], abs=1e-7)
+        assert _f32(line["prediction"]) == _f32(row["prediction"])  # the same float32 values
         for c in ("prob_cat", "prob_dog_house", "prob_bird_"):
-            assert line[c] == pytest.approx(row[c], abs=1e-7)
+            assert _f32(line[c]) == _f32(row[c])
         assert line["labels"] == row["labels"]
         assert line["model"] == row["model"]
         assert set(line) == {
@@ -182,10 +186,8 @@ def test_jsonl_named_outputs_form_a_prediction_object(job, tmp_path):
     for line, row in zip(lines, expected, strict=True):
         assert line["instance"] == {"id": row["id"]}
         assert set(line["prediction"]) == {"score", "embedding"}
-        assert line["prediction"]["score"] == pytest.approx(row["prediction_score"], abs=1e-7)
-        assert line["prediction"]["embedding"] == pytest.approx(
-            row["prediction_embedding"], abs=1e-7
-        )
+        assert _f32(line["prediction"]["score"]) == _f32(row["prediction_score"])
+        assert _f32(line["prediction"]["embedding"]) == _f32(row["prediction_embedding"])
     np.testing.assert_allclose(
         [x["prediction"]["score"] for x in lines], ref["score"].ravel(), atol=1e-6
     )
@@ -357,3 +359,32 @@ def test_columnar_example_encoder_matches_tensorflow():
     np.testing.assert_array_equal(
         parsed["p"].numpy()[[0, 2, 3]], np.array([0.5, -1.0, -1e30], np.float32)
     )
+
+
+def test_json_values_round_trip_through_json_loads():
+    from transforms.output_formats import json_values
+
+    texts = ["plain", 'quote " and \\ backslash', "new\nline\ttab\x00nul\x1f", "ünï €", "", None]
+    floats = np.array([0.37759227, 1e30, -0.0, 2.0, 1e-5, 3.4e38], np.float32)
+    ints = [0, -1, 2**62, None, 7, -(2**63)]
+    table = pa.table(
+        {
+            "s": pa.array(texts),
+            "f": pa.array(floats),
+            "i": pa.array(ints, pa.int64()),
+            "b": pa.array([True, False, None, True, False, True]),
+            "l": pa.array([["a", '"'], [], None, ["\\"], ["x"], ["y", "z"]], pa.list_(pa.string())),
+            "fl": pa.array(
+                [[1.5, float("inf")], [], None, [0.1], [2.0], [-3.0]], pa.list_(pa.float32())
+            ),
+        }
+    )
+    for name in table.column_names:
+        decoded = [json.loads(x) for x in json_values(table.column(name)).to_pylist()]
+        expected = table.column(name).to_pylist()
+        if name == "f":
+            np.testing.assert_array_equal(np.array(decoded, np.float32), floats)  # exact float32
+        elif name == "fl":
+            assert decoded == [[1.5, None], [], None, [pytest.approx(0.1, rel=1e-7)], [2.0], [-3.0]]
+        else:
+            assert decoded == expected, name

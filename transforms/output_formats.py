@@ -26,9 +26,8 @@ integer and boolean columns as ``int64_list``, strings as ``bytes_list``
 (list columns give one value per element); a null value leaves the feature
 out. This is what TFX ``BulkInferrer`` users read with ``tf.io.parse_example``.
 
-TFRecord records are encoded columnar (:mod:`transforms.example_encoder`,
-numpy over whole tables); JSON lines are encoded per row with ``json.dumps``
-in the write step (only when ``jsonl`` is chosen).
+Both are encoded columnar: JSON text with Arrow compute string kernels,
+``tf.train.Example`` bytes with numpy (:mod:`transforms.example_encoder`).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -61,36 +61,86 @@ class JsonLayout:
     prediction_columns: tuple[tuple[str, str], ...]
 
 
-def _nan_to_null(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _quoted(arr: pa.Array) -> pa.Array:
+    """JSON string literals of a string array (escapes quotes, backslashes, control characters)."""
+    text = pc.replace_substring(arr, "\\", "\\\\")
+    text = pc.replace_substring(text, '"', '\\"')
+    if pc.any(pc.match_substring_regex(text, "[\\x00-\\x1f]")).as_py():
+        for code in range(32):
+            text = pc.replace_substring(text, chr(code), f"\\u{code:04x}")
+    return pc.binary_join_element_wise('"', text, '"', "")
+
+
+def json_values(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each value of ``column`` as JSON text (``null`` for nulls, NaN and Inf), without nulls."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     t = arr.type
     if pa.types.is_floating(t):
-        return pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
-    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_floating(t.value_type):
-        flat = _nan_to_null(arr.values)
-        return type(arr).from_arrays(arr.offsets, flat, mask=arr.is_null())
-    return arr
+        text = pc.cast(arr, pa.string())
+        text = pc.if_else(pc.is_finite(arr), text, pa.scalar(None, pa.string()))
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = _quoted(arr.cast(pa.string()))
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        if pa.types.is_fixed_size_list(t):
+            width = t.list_size
+            values = arr.values.slice(arr.offset * width, len(arr) * width)
+            offsets = pa.array(np.arange(len(arr) + 1, dtype=np.int32) * width)
+        else:
+            values = arr.values
+            offsets = arr.offsets
+        inner = pa.ListArray.from_arrays(offsets, json_values(values).cast(pa.string()))
+        joined = pc.binary_join(inner, ",")
+        text = pc.binary_join_element_wise("[", joined, "]", "")
+        text = pc.if_else(arr.is_valid(), text, pa.scalar(None, pa.string()))
+    else:  # dates, binaries, ...: rare in predictions; per value
+        text = pa.array([json.dumps(v, default=str) for v in arr.to_pylist()], type=pa.string())
+    return text.cast(pa.string()).fill_null("null")
 
 
 def json_lines(table: pa.Table, layout: JsonLayout) -> str:
-    """The rows of a predictions table as JSON lines (no trailing newline)."""
-    values = {name: _nan_to_null(table.column(name)).to_pylist() for name in table.column_names}
-    n = table.num_rows
-    instance_cols = [c for c in layout.instance_columns if c in values]
+    """The rows of a predictions table as JSON lines (no trailing newline), columnar.
+
+    Floats are written in their shortest round-trip form for their own
+    precision (a float32 ``0.37759227`` parses back to the same float32).
+    """
+    if not table.num_rows:
+        return ""
+    instance_cols = [c for c in layout.instance_columns if c in table.column_names]
     pred_cols = list(layout.prediction_columns)
     taken = set(instance_cols) | {c for c, _ in pred_cols}
     rest = [c for c in table.column_names if c not in taken]
-    lines = []
-    for i in range(n):
-        record: dict[str, Any] = {"instance": {c: values[c][i] for c in instance_cols}}
-        if len(pred_cols) == 1:
-            record["prediction"] = values[pred_cols[0][0]][i]
+    pieces: list[Any] = []
+
+    def literal(text: str) -> None:
+        if pieces and isinstance(pieces[-1], str):
+            pieces[-1] += text
         else:
-            record["prediction"] = {name: values[c][i] for c, name in pred_cols}
-        for c in rest:
-            record[c] = values[c][i]
-        lines.append(json.dumps(record, default=str, allow_nan=False))
-    return "\n".join(lines)
+            pieces.append(text)
+
+    literal('{"instance": {')
+    for i, c in enumerate(instance_cols):
+        literal((", " if i else "") + json.dumps(c) + ": ")
+        pieces.append(json_values(table.column(c)))
+    literal('}, "prediction": ')
+    if len(pred_cols) == 1:
+        pieces.append(json_values(table.column(pred_cols[0][0])))
+    else:
+        literal("{")
+        for i, (c, name) in enumerate(pred_cols):
+            literal((", " if i else "") + json.dumps(name) + ": ")
+            pieces.append(json_values(table.column(c)))
+        literal("}")
+    for c in rest:
+        literal(", " + json.dumps(c) + ": ")
+        pieces.append(json_values(table.column(c)))
+    literal("}")
+    lines = pc.binary_join_element_wise(*pieces, "").cast(pa.large_string())
+    one = pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines)
+    return pc.binary_join(one, pa.scalar("\n", pa.large_string()))[0].as_py()
 
 
 def examples(table: pa.Table) -> list[bytes]:
