@@ -68,6 +68,15 @@ NOT_OFFERED = (
     "--adversarial-check",
     "--adversarial-epsilon",
     "--adversarial-threshold",
+    "--output-format",
+    "--output-noise",
+    "--epsilon",
+    "--delta",
+    "--sensitivity",
+    "--probability-columns",
+    "--multi-label-threshold",
+    "--multi-label-thresholds",
+    "--shadow-model",
 )
 
 

@@ -15,7 +15,13 @@ import difflib
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from pipelines import bundle_options, drift_options, explain_options, postprocess_options
+from pipelines import (
+    bundle_options,
+    drift_options,
+    explain_options,
+    output_options,
+    postprocess_options,
+)
 from transforms.backends import check_backend
 from transforms.errors import ConfigError
 from transforms.safe_yaml import read_yaml, short_repr
@@ -77,6 +83,16 @@ class ScoreConfig:
     adversarial_check: bool = False
     adversarial_epsilon: float = explain_options.DEFAULTS["adversarial_epsilon"]
     adversarial_threshold: float = explain_options.DEFAULTS["adversarial_threshold"]
+    # Output noise, formats, per-class columns, shadow model: see pipelines/output_options.py.
+    output_format: str = "parquet"
+    output_noise: str | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    sensitivity: float | None = None
+    probability_columns: bool = False
+    multi_label_threshold: float | None = None
+    multi_label_thresholds: str | None = None
+    shadow_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,6 +262,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[
     postprocess_options.add_postprocess_arguments(group("ensembles and post-processing"))
     drift_options.add_drift_arguments(group("drift against a reference profile"))
     explain_options.add_explain_arguments(group("explanations and out-of-distribution flags"))
+    output_options.add_output_arguments(group("output format, privacy noise and shadow model"))
 
 
 def score_defaults() -> dict[str, Any]:
@@ -285,6 +302,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return drift_options.coerce(key, value, where)
     if key in explain_options.FIELDS:
         return explain_options.coerce(key, value, where)
+    if key in output_options.FIELDS:
+        return output_options.coerce(key, value, where)
     if key == "model" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
         return postprocess_options.coerce_models(value, where)
     list_fields = {"model", "id_columns", "feature_columns", "custom_objects"}
@@ -363,6 +382,7 @@ def _validate(config: ScoreConfig) -> None:
     drift_options.validate(config)  # drift thresholds, --fail-on-drift needs a profile
     bundle_options.validate(config)  # --model-sha256
     explain_options.validate(config)  # --explain, --ood-*, --adversarial-*
+    output_options.validate(config)  # noise, output formats, per-class columns, shadow model
     if config.progress_seconds <= 0:
         raise ConfigError(f"'progress_seconds' must be > 0, got {config.progress_seconds}")
     dupes = sorted({c for c in config.id_columns if config.id_columns.count(c) > 1})

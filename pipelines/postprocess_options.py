@@ -137,7 +137,12 @@ def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="MC dropout: T stochastic passes per batch; prediction = mean, plus prediction_std.",
     )
-    add("--seed", type=int, default=s, help="Seed for MC dropout (reproducible results).")
+    add(
+        "--seed",
+        type=int,
+        default=s,
+        help="Seed for MC dropout and --output-noise (reproducible results).",
+    )
     add(
         "--ab-split",
         dest="ab_split",
@@ -431,9 +436,12 @@ def plan_postprocess(
     from transforms.keras_model import health_check, load
 
     members = parse_members(config.model, config.ensemble_weights)
+    from pipelines import output_options
+
     trivial = len(members) == 1 and not any(
         config.__dict__.get(k) for k in FIELDS if k not in ("ensemble", "keep_member_predictions")
     )
+    trivial = trivial and not output_options.needs_postprocess(config)
     if trivial:
         return None
 
@@ -525,6 +533,15 @@ def plan_postprocess(
         raise ConfigError(
             f"'top_k' is {config.top_k}, but the model has only {2 if width == 1 else width} classes"
         )
+    from transforms.schema import LOCATOR_COLUMNS
+
+    extras = output_options.plan_fields(
+        config,
+        class_names,
+        width,
+        tuple(config.id_columns) or LOCATOR_COLUMNS,
+        load_checked,
+    )
     label = (
         f"ensemble[{config.ensemble}](" + ",".join(f"{r.name}={r.model_id}" for r in runs) + ")"
         if len(runs) > 1
@@ -548,4 +565,5 @@ def plan_postprocess(
         id_columns=tuple(config.id_columns),
         fallback=fallback,
         ensemble_label=label,
+        **extras,
     )

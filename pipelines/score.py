@@ -42,6 +42,7 @@ from transforms.drift import (
     kept_columns,
     plan_drift_from_config,
     report_paths,
+    with_shadow_targets,
 )
 from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
 from transforms.insights import AddInsights, InsightsPlan, add_insight_counts, plan_insights
@@ -55,6 +56,7 @@ from transforms.io import (
     predictions_schema,
 )
 from transforms.keras_model import ModelSpec, health_check, load
+from transforms.output_formats import JsonLayout, prediction_layout
 from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
 from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
 from transforms.progress import CountFailedRows
@@ -65,6 +67,7 @@ from transforms.schema import (
     unify_input_schemas,
     with_locator,
 )
+from transforms.shadow import add_shadow_stats, shadow_keys, shadow_pairs
 from transforms.sources import ReadInput
 from transforms.summary import CountRows, FinalizeRun
 from transforms.tfrecord import (
@@ -173,6 +176,8 @@ def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
         output_names = insights.output_names(output_names)
     check_id_columns(config.id_columns, out_schema)
     drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
+    if drift_plan is not None and post is not None and post.shadow is not None:
+        drift_plan = with_shadow_targets(drift_plan, shadow_keys(post))
     if drift_plan is not None:
         read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -322,6 +327,8 @@ def build_pipeline(
         num_shards=config.num_shards,
         progress_seconds=config.progress_seconds,
         progress_dir=progress_dir,
+        output_format=config.output_format,
+        layout=json_layout(plan),
     )
     if progress_dir is not None:
         _ = errors | "ProgressFailed" >> beam.ParDo(CountFailedRows(progress_dir))
@@ -334,6 +341,13 @@ def build_pipeline(
     if plan.postprocess is not None:
         fallback = plan.postprocess.fallback
         counts = add_model_counts(counts, scored, fallback.model_id if fallback else None)
+        if plan.postprocess.shadow is not None:
+            counts = add_shadow_stats(
+                counts,
+                scored,
+                shadow_pairs(plan.postprocess),
+                {"model": plan.postprocess.shadow.model_id},
+            )
     if plan.insights is not None:
         counts = add_insight_counts(counts, scored, plan.insights)
     summary = {
@@ -347,6 +361,10 @@ def build_pipeline(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         **run_facts(plan, pipeline.options),
     }
+    noise = plan.postprocess.noise if plan.postprocess is not None else None
+    if noise is not None:  # the seed is secret: it would let anyone subtract the noise
+        summary["output_noise"] = noise.summary()
+        summary["config"] = {**summary["config"], "seed": noise.summary()["seed"]}
     return pipeline | "Finalize" >> FinalizeRun(
         absolute_uri(config.output),  # so run_summary.json lists absolute output files
         staging,
@@ -380,6 +398,14 @@ def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
             "manifest": json.loads(manifest.to_json()),
         }
     return facts
+
+
+def json_layout(plan: ScoringPlan) -> JsonLayout:
+    """Which output columns form a JSON line's ``instance`` and ``prediction``."""
+    ids = list(plan.passthrough_columns)
+    k = len(plan.postprocess.outputs) if plan.postprocess is not None else len(plan.output_names)
+    base = [n for n in plan.output_schema.names if n not in ids][:k]
+    return prediction_layout(ids, base, plan.output_names[:k])
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:

@@ -68,6 +68,9 @@ class Target:
         kind: ``numeric`` or ``categorical``.
         edges: Numeric bin edges.
         values: Categorical top values.
+        reference: The profile entry it is compared with when that differs from
+            ``name`` (a shadow model's prediction is compared with the reference
+            prediction, see :func:`with_shadow_targets`).
     """
 
     name: str
@@ -77,6 +80,7 @@ class Target:
     kind: str
     edges: tuple[float, ...] = ()
     values: tuple[str, ...] = ()
+    reference: str = ""
 
     @property
     def num_slots(self) -> int:
@@ -184,6 +188,30 @@ def plan_drift(
             f"drift thresholds name {unknown}, which the reference profile does not describe"
         )
     return DriftPlan(profile, profile_path, tuple(targets), parsed)
+
+
+def with_shadow_targets(plan: DriftPlan, shadow_key: Mapping[str, str]) -> DriftPlan:
+    """``plan`` plus, per profiled prediction, the shadow model's same output on the same bins.
+
+    ``prediction`` gives ``prediction_shadow`` (``prediction[1]`` gives
+    ``prediction_shadow[1]``), compared with the reference's ``prediction``
+    and reported under ``shadow_predictions`` in ``drift.json`` (not counted
+    in ``prediction_drift_detected``).
+
+    Args:
+        plan: The drift plan.
+        shadow_key: Model output name -> the key of the shadow model's output in the batches.
+    """
+    extra = []
+    for t in plan.targets:
+        if t.source != PREDICTION or t.column not in shadow_key:
+            continue
+        base, bracket, rest = t.name.partition("[")
+        name = f"{base}_shadow{bracket}{rest}"
+        extra.append(
+            dataclasses.replace(t, name=name, column=shadow_key[t.column], reference=t.name)
+        )
+    return dataclasses.replace(plan, targets=(*plan.targets, *extra))
 
 
 # --------------------------------------------------------------------------- accumulation
@@ -363,7 +391,7 @@ def accumulate(
             continue  # not scored by this step (e.g. a profile without --model)
         if t.kind == NUMERIC:
             values = column_values(table, predictions, t)
-            moments, nans = numeric_moments(values, shifts.get(t.name, 0.0))
+            moments, nans = numeric_moments(values, shifts.get(t.reference or t.name, 0.0))
             acc.counts[t.name] = _slot_counts(values, t.edges, values.size - nans)
             acc.moments[t.name] = moments
         else:
@@ -529,10 +557,13 @@ def build_report(
     profile = plan.profile
     features: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
+    shadow: list[dict[str, Any]] = []
     for t in plan.targets:
-        stats = (profile.features if t.source == FEATURE else profile.predictions)[t.name]
-        report = column_report(t, stats, acc, plan.thresholds)
-        (features if t.source == FEATURE else predictions).append(report)
+        section = profile.features if t.source == FEATURE else profile.predictions
+        report = column_report(t, section[t.reference or t.name], acc, plan.thresholds)
+        if t.reference:
+            report["reference"] = t.reference
+        (features if t.source == FEATURE else shadow if t.reference else predictions).append(report)
     features.sort(key=_sort_key)
     predictions.sort(key=_sort_key)
     drifted = [f["name"] for f in features if f["drift_detected"]]
@@ -548,6 +579,9 @@ def build_report(
         if predictions:
             n_pred = sum(p["drift_detected"] for p in predictions)
             message += f"; {n_pred} of {len(predictions)} prediction columns drifted"
+        if shadow:
+            n_shadow = sum(p["drift_detected"] for p in shadow)
+            message += f"; {n_shadow} of {len(shadow)} shadow prediction columns drifted"
     return {
         "format": DRIFT_FORMAT,
         "version": DRIFT_VERSION,
@@ -569,6 +603,7 @@ def build_report(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "features": features,
         "predictions": predictions,
+        **({"shadow_predictions": shadow} if shadow else {}),
     }
 
 

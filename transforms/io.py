@@ -254,7 +254,9 @@ def to_predictions_table(
         columns.append(batch.table.column(name))
     for field, out_name in zip(pred_fields, output_names, strict=True):
         values = np.asarray(batch.predictions[out_name])
-        if pa.types.is_list(field.type):
+        if pa.types.is_list(field.type) and values.dtype == object and values.ndim == 2:
+            columns.append(ragged_list(values, field.type))  # e.g. multi-label ``labels``
+        elif pa.types.is_list(field.type):
             flat = values.reshape(n, -1)
             fixed = pa.FixedSizeListArray.from_arrays(
                 pa.array(flat.ravel(), type=field.type.value_type), flat.shape[1]
@@ -267,6 +269,14 @@ def to_predictions_table(
         pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), [model_id]).cast(pa.string())
     )
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def ragged_list(values: np.ndarray, list_type: pa.DataType) -> pa.Array:
+    """An ``(n, c)`` object array with None holes -> a list column of each row's non-None values."""
+    present = values != None  # noqa: E711  (element-wise)
+    offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32)
+    flat = pa.array(values[present], type=list_type.value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), flat).cast(list_type)
 
 
 class _ToPredictionsTable(beam.DoFn):
@@ -335,7 +345,10 @@ class ProgressReporter:
 
 
 class WritePredictions(beam.PTransform):
-    """Scored batches -> sharded Parquet files under ``file_prefix``.
+    """Scored batches -> sharded Parquet (default), JSON Lines or TFRecord files under ``file_prefix``.
+
+    Every format is written from the same Arrow predictions tables
+    (:mod:`transforms.output_formats` for JSON Lines and TFRecord).
 
     Returns:
         The PCollection of written file names (available once all are final).
@@ -350,8 +363,12 @@ class WritePredictions(beam.PTransform):
         num_shards: int = 0,
         progress_seconds: float = 5.0,
         progress_dir: str | None = None,
+        output_format: str = "parquet",
+        layout: object = None,
     ) -> None:
         super().__init__()
+        self._format = output_format
+        self._layout = layout  # output_formats.JsonLayout for jsonl
         self._prefix = file_prefix
         self._schema = schema
         self._output_names = list(output_names)
@@ -360,22 +377,27 @@ class WritePredictions(beam.PTransform):
         self._progress_dir = progress_dir
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return (
-            batches
-            | "ToArrow"
-            >> beam.ParDo(
-                _ToPredictionsTable(
-                    self._schema, self._output_names, self._progress_seconds, self._progress_dir
-                )
-            ).with_output_types(pa.Table)
-            | "WriteParquet"
-            >> WriteToParquetBatched(
-                self._prefix,
-                schema=self._schema,
-                codec="snappy",
-                file_name_suffix=".parquet",
-                num_shards=self._num_shards,
+        tables = batches | "ToArrow" >> beam.ParDo(
+            _ToPredictionsTable(
+                self._schema, self._output_names, self._progress_seconds, self._progress_dir
             )
+        ).with_output_types(pa.Table)
+        if self._format != "parquet":
+            from transforms.output_formats import WriteJsonLines, WriteTFRecords
+
+            if self._format == "jsonl":
+                return tables | "WriteJsonl" >> WriteJsonLines(
+                    self._prefix, self._layout, num_shards=self._num_shards
+                )
+            return tables | "WriteTFRecord" >> WriteTFRecords(
+                self._prefix, num_shards=self._num_shards
+            )
+        return tables | "WriteParquet" >> WriteToParquetBatched(
+            self._prefix,
+            schema=self._schema,
+            codec="snappy",
+            file_name_suffix=".parquet",
+            num_shards=self._num_shards,
         )
 
 

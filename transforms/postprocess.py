@@ -37,6 +37,7 @@ from apache_beam import pvalue
 from transforms import ensemble
 from transforms.batch import ScoringBatch, drop_rows, take_rows
 from transforms.calibration import Calibration
+from transforms.class_outputs import LABELS, class_matrix, multi_label
 from transforms.errors import ModelError
 from transforms.inference import (
     FailedRows,
@@ -45,12 +46,14 @@ from transforms.inference import (
     run_model,
 )
 from transforms.keras_model import LoadedModel, ModelSpec, TensorInfo
+from transforms.privacy import NoiseSpec, add_noise, row_keys
 from transforms.row_failures import nonfinite_rows, output_subjects
 from transforms.validate import error_table
 
 _LOG = logging.getLogger("keras_batch_score")
 
 STD = "std"
+SHADOW = "shadow"  # member name of the shadow model (transforms.shadow)
 TOP_K_LABELS = "top_k_labels"
 TOP_K_SCORES = "top_k_scores"
 _MC_MAX_ROWS_PER_CALL = 65536
@@ -109,6 +112,11 @@ class PostprocessPlan:
         id_columns: Columns hashed to route A/B rows.
         fallback: Model that scores batches on which a primary raises.
         ensemble_label: The ``model`` column value of ensemble-scored rows.
+        noise: Calibrated noise added to the final predictions (transforms.privacy).
+        noise_key_columns: Columns whose hash keys each row's noise (ids or row locator).
+        probability_columns: ``prob_<class>`` column names, one per class (transforms.class_outputs).
+        multi_label_thresholds: Per-class thresholds for the ``labels`` column.
+        shadow: Model scored beside the released one (transforms.shadow).
     """
 
     members: tuple[MemberRun, ...]
@@ -128,6 +136,11 @@ class PostprocessPlan:
     id_columns: tuple[str, ...] = ()
     fallback: MemberRun | None = None
     ensemble_label: str = ""
+    noise: NoiseSpec | None = None
+    noise_key_columns: tuple[str, ...] = ()
+    probability_columns: tuple[str, ...] = ()
+    multi_label_thresholds: tuple[float, ...] | None = None
+    shadow: MemberRun | None = None
 
     @property
     def is_ensemble(self) -> bool:
@@ -157,6 +170,14 @@ class PostprocessPlan:
         if self.top_k:
             extra.append((pa.field(TOP_K_LABELS, pa.list_(pa.string())), TOP_K_LABELS))
             extra.append((pa.field(TOP_K_SCORES, pa.list_(pa.float32())), TOP_K_SCORES))
+        extra += [(pa.field(c, pa.float32()), c) for c in self.probability_columns]
+        if self.multi_label_thresholds is not None:
+            extra.append((pa.field(LABELS, pa.list_(pa.string())), LABELS))
+        if self.shadow is not None:
+            extra += [
+                (pa.field(f"{o.column}_shadow", o.field.type), member_key(o.key, SHADOW))
+                for o in self.outputs
+            ]
         return extra
 
     def output_schema(self, base: pa.Schema) -> pa.Schema:
@@ -202,14 +223,32 @@ def top_k(probs: np.ndarray, k: int, class_names: Sequence[str]) -> tuple[np.nda
     return names[order], np.take_along_axis(p, order, axis=1)
 
 
+def _value_transforms(value: np.ndarray, plan: PostprocessPlan) -> np.ndarray:
+    """Calibration, inverse standardization and clipping (the shadow model's outputs get these too)."""
+    if plan.calibration is not None:
+        value = plan.calibration.apply(value).astype(np.float32)
+    if plan.target_std is not None:
+        value = value * np.float32(plan.target_std) + np.float32(plan.target_mean)
+    if plan.clip_min is not None or plan.clip_max is not None:
+        value = np.clip(value, plan.clip_min, plan.clip_max)
+    return np.asarray(value, dtype=np.float32)
+
+
 def postprocess_predictions(
-    predictions: Mapping[str, np.ndarray], plan: PostprocessPlan
+    predictions: Mapping[str, np.ndarray],
+    plan: PostprocessPlan,
+    keys: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Member/raw outputs of one batch -> the final prediction arrays, keyed like the output columns.
 
     Batches scored by a single model (a plain run, an A/B arm or the
     fallback) have their outputs under the plain keys; ensemble batches under
-    member keys. Ensemble rows scored by the fallback get NaN std.
+    member keys. Ensemble rows scored by the fallback get NaN std. With
+    ``plan.noise``, ``keys`` (one uint64 per row, :func:`transforms.privacy.row_keys`)
+    seed each row's noise; the noise is added last, then the clip bounds are
+    applied again (post-processing, which keeps the privacy guarantee), and
+    every column derived from the prediction (top-k, ``prob_``, ``labels``)
+    is computed from the noisy value.
     """
     out: dict[str, np.ndarray] = {}
     names = [m.name for m in plan.members]
@@ -237,7 +276,16 @@ def postprocess_predictions(
             std = None if std is None else std * np.float32(plan.target_std)
         if plan.clip_min is not None or plan.clip_max is not None:
             value = np.clip(value, plan.clip_min, plan.clip_max)
+        if plan.noise is not None:
+            if keys is None:
+                raise ValueError("output noise needs the rows' keys")
+            value = add_noise(value, keys, plan.noise, plan.outputs.index(col))
+            if plan.clip_min is not None or plan.clip_max is not None:
+                value = np.clip(value, plan.clip_min, plan.clip_max)
         out[col.key] = np.asarray(value, dtype=np.float32)
+        shadow = predictions.get(member_key(col.key, SHADOW)) if plan.shadow else None
+        if shadow is not None:
+            out[member_key(col.key, SHADOW)] = _value_transforms(shadow, plan)
         if plan.emits_std:
             out[std_key(col.key)] = np.asarray(std, dtype=np.float32)
         if plan.keep_member_predictions and plan.is_ensemble:
@@ -248,6 +296,14 @@ def postprocess_predictions(
         labels, scores = top_k(out[plan.outputs[0].key], plan.top_k, plan.class_names)
         out[TOP_K_LABELS] = labels
         out[TOP_K_SCORES] = scores
+    if plan.probability_columns:
+        probs = class_matrix(out[plan.outputs[0].key])
+        for j, column in enumerate(plan.probability_columns):
+            out[column] = np.ascontiguousarray(probs[:, j])
+    if plan.multi_label_thresholds is not None and plan.class_names:
+        out[LABELS] = multi_label(
+            out[plan.outputs[0].key], plan.multi_label_thresholds, plan.class_names
+        )
     return out
 
 
@@ -278,8 +334,9 @@ class PostprocessDoFn(beam.DoFn):
             plan.is_ensemble
             and member_key(plan.outputs[0].key, plan.members[0].name) in batch.predictions
         )
+        keys = row_keys(batch.table, plan.noise_key_columns) if plan.noise is not None else None
         with np.errstate(over="ignore", invalid="ignore"):
-            predictions = postprocess_predictions(batch.predictions, plan)
+            predictions = postprocess_predictions(batch.predictions, plan, keys)
         model_id = plan.ensemble_label if combined else batch.model_id
         out = dataclasses.replace(batch, predictions=predictions, model_id=model_id)
         bad, reasons = nonfinite_rows(predictions, self._subjects, " after post-processing")
@@ -655,6 +712,14 @@ class ScoreModels(beam.PTransform):
             min_batch_rows=self._min,
         )
 
+    def shadow_shapes(self) -> list[tuple[str, list[str]]]:
+        """Per shadow key, the released keys whose shape a failed row's NaN output copies."""
+        first = self._plan.members[0].name
+        return [
+            (member_key(o.key, SHADOW), [o.key, member_key(o.key, first)])
+            for o in self._plan.outputs
+        ]
+
     def _run(self, batches: beam.PCollection, label: str, handler: MemberModelHandler):
         return run_model(batches, handler, label)
 
@@ -695,6 +760,19 @@ class ScoreModels(beam.PTransform):
             )
             scored.append(ok)
             all_failed = bad
+        if plan.shadow is not None:
+            from transforms import shadow
+
+            released = tuple(scored) | "Released" >> beam.Flatten()
+            handler = shadow.ShadowModelHandler(
+                plan.shadow.spec,
+                self._widths,
+                member=SHADOW,
+                output_names=[o.key for o in plan.outputs],
+                max_batch_rows=self._max,
+                min_batch_rows=self._min,
+            )
+            scored = [shadow.run_shadow(released, handler, self.shadow_shapes())]
         errors = all_failed | "FailedRowsToErrors" >> beam.Map(
             failed_rows_to_errors
         ).with_output_types(pa.Table)

@@ -56,7 +56,7 @@ BACKUP_DIR = "_previous"
 # never replaced, even with --overwrite.
 OUTPUT_NAME = re.compile(
     r"^(run_summary\.json|drift\.json|drift\.html|"
-    r"(predictions|errors)-\d{5,}-of-\d{5,}\.(parquet|jsonl))$"
+    r"(predictions|errors)-\d{5,}-of-\d{5,}\.(parquet|jsonl|tfrecord))$"
 )
 _MAX_LISTED = 20
 
@@ -112,6 +112,7 @@ def input_base(pattern: str) -> str:
 # One name of each kind a scoring run writes (see OUTPUT_NAME).
 _SAMPLE_OUTPUTS = (
     "predictions-00000-of-00001.parquet",
+    "predictions-00000-of-00001.tfrecord",
     "errors-00000-of-00001.jsonl",
     "run_summary.json",
     "drift.json",
