@@ -31,7 +31,7 @@ DEFAULT_BATCH_SIZE = 16384
 
 @dataclasses.dataclass
 class ScoreConfig:
-    """Resolved settings of one scoring job (see README, "Configuration reference")."""
+    """Resolved settings of one scoring job (see docs/usage.md, "Configuration reference")."""
 
     model: list[Any]  # paths, name=path strings or {name, path, weight} (postprocess_options)
     input: str
@@ -51,7 +51,7 @@ class ScoreConfig:
     progress_seconds: float = 5.0
     precision: str = "float32"
     backend: str = "keras"  # keras | xla | onnxruntime | litert (transforms.backends)
-    # Drift against a reference profile: see pipelines/drift_options.py and README, Drift.
+    # Drift against a reference profile: see pipelines/drift_options.py and docs/drift.md.
     reference_profile: str | None = None
     fail_on_drift: bool = False
     drift_thresholds: list[str] = dataclasses.field(default_factory=list)
@@ -174,7 +174,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[
     io.add_argument(
         "--preprocess",
         default=s,
-        help="Preprocessing spec YAML (see README, Preprocessing); replaces feature validation.",
+        help="Preprocessing spec YAML (see docs/preprocessing.md); replaces feature validation.",
     )
     io.add_argument(
         "--num-shards",
@@ -225,7 +225,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, *, exclude: Collection[
         default=s,
         help="What runs the model: keras (its compiled TensorFlow graph), xla (the same graph "
         "with jit_compile=True), onnxruntime or litert (converted once per worker, cached by "
-        "the model's hash; pip install 'keras-batch-score[onnx]' or '[litert]'). See README, "
+        "the model's hash; pip install 'keras-batch-score[onnx]' or '[litert]'). See docs/models.md, "
         "Backends.",
     )
     run = group("batching and progress")

@@ -3,7 +3,7 @@
 Kept apart from :mod:`pipelines.config` (as :mod:`pipelines.drift_options`
 is); ``config`` calls :func:`add_explain_arguments`, :func:`coerce` and
 :func:`validate`. What the settings do: :mod:`transforms.explain`,
-:mod:`transforms.ood` and :mod:`transforms.insights`, and README, Explanations.
+:mod:`transforms.ood` and :mod:`transforms.insights`, and docs/postprocessing.md, Explanations.
 """
 
 from __future__ import annotations

@@ -378,7 +378,7 @@ def build_pipeline(
 
 
 def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
-    """The summary's absolute URIs, versions, runner and bundle (see README, Run summary)."""
+    """The summary's absolute URIs, versions, runner and bundle (see docs/usage.md, Quick start)."""
     from pipelines.postprocess_options import parse_members
 
     facts: dict[str, Any] = {

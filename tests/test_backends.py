@@ -27,7 +27,7 @@ from transforms.keras_model import ModelSpec, health_check, load
 keras = util.keras
 tf = util.import_tensorflow()
 
-# Stated tolerances (README, Backends): max abs difference from Keras, float32 models.
+# Stated tolerances (docs/models.md, Backends): max abs difference from Keras, float32 models.
 TOLERANCE = {"xla": 1e-5, "onnxruntime": 1e-5, "litert": 1e-5}
 KINDS = [
     "functional",

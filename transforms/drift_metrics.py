@@ -6,7 +6,7 @@ reference profile's quantile bin edges; for a categorical feature they are
 ``[top value 1, ..., top value N, other]``. Counts are turned into proportions
 here, so the two samples may have different sizes.
 
-Definitions (see README, "Drift"):
+Definitions (see docs/drift.md):
 
 * **PSI** = sum_i (q_i - p_i) * ln(q_i / p_i), with p (reference) and q
   (current) proportions; a proportion of 0 is replaced by :data:`PSI_EPSILON`

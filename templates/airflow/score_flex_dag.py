@@ -115,7 +115,7 @@ with DAG(
     params={
         "gcp_project": Param(os.environ.get("BATCH_SCORE_GCP_PROJECT", "my-project")),
         "region": Param(os.environ.get("BATCH_SCORE_REGION", "us-central1")),
-        # `gcloud dataflow flex-template build` output (README, Runners and deployment).
+        # `gcloud dataflow flex-template build` output (docs/deployment.md).
         "template": Param(
             os.environ.get("BATCH_SCORE_TEMPLATE", "gs://my-bucket/templates/batch-score.json"),
             pattern="^gs://",
