@@ -9,23 +9,21 @@ exceptions still propagate normally.
 ``import keras`` also imports ``keras.wrappers`` (the scikit-learn estimator
 wrappers), which imports scikit-learn and SciPy when they are installed:
 about 1.4 s of a 4.5 s Keras import on a 2-core machine, for a module that
-scoring never uses. :func:`import_tensorflow` imports ``keras.wrappers``
-lazily (``importlib.util.LazyLoader``): its body runs on first attribute
-access, so ``keras.wrappers.SKLearnClassifier`` still works.
+scoring never uses. :func:`import_tensorflow` defers ``keras.wrappers``
+(:class:`DeferredModule`): it is imported on first attribute access, so
+``keras.wrappers.SKLearnClassifier`` still works.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
+import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
-LAZY_MODULES = ("keras.wrappers",)
+DEFERRED_MODULES = ("keras.wrappers",)
 
 
 @contextlib.contextmanager
@@ -49,31 +47,35 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-class _LazyFinder(importlib.abc.MetaPathFinder):
-    """Finds the named modules with a ``LazyLoader``: each runs on first attribute access."""
+class DeferredModule(ModuleType):
+    """Stands in for a module in ``sys.modules``; imports the real one on first attribute use.
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self._names = frozenset(names)
+    Unlike the module ``importlib.util.LazyLoader`` makes, ``vars()`` on it
+    does not load it. That matters: Beam's state cache sizes side inputs with
+    ``objsize``, which calls ``vars()`` on every module in ``sys.modules``
+    (a LazyLoader module was loaded there, at the first side input).
+    """
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None, target: object = None):
-        if fullname not in self._names:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return None
-        spec.loader = importlib.util.LazyLoader(spec.loader)
-        return spec
+    def __getattr__(self, name: str):
+        return getattr(load_deferred(self.__name__), name)
 
 
-@contextlib.contextmanager
-def lazy_imports(names: Sequence[str] = LAZY_MODULES) -> Iterator[None]:
-    """Within the block, importing one of ``names`` defers running its body."""
-    finder = _LazyFinder(names)
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
+def load_deferred(name: str) -> ModuleType:
+    """Replaces the :class:`DeferredModule` ``name`` by the real module (imported now)."""
+    if isinstance(sys.modules.get(name), DeferredModule):
+        del sys.modules[name]
+    real = importlib.import_module(name)
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, real)
+    return real
+
+
+def defer_imports(names: Sequence[str] = DEFERRED_MODULES) -> None:
+    """Puts a :class:`DeferredModule` in ``sys.modules`` for each of ``names`` not imported yet."""
+    for name in names:
+        if name not in sys.modules:
+            sys.modules[name] = DeferredModule(name)
 
 
 def import_tensorflow() -> ModuleType:
@@ -81,13 +83,14 @@ def import_tensorflow() -> ModuleType:
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return sys.modules["tensorflow"]
     if os.environ.get("KERAS_BATCH_SCORE_VERBOSITY") == "verbose":
-        with lazy_imports():
-            import keras
-            import tensorflow as tf
+        defer_imports()
+        import keras
+        import tensorflow as tf
 
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced(), lazy_imports():
+    defer_imports()
+    with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow as tf
 
