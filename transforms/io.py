@@ -8,6 +8,7 @@ step (:mod:`transforms.summary`) promotes them into the output directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
@@ -418,13 +419,22 @@ class _ShardFile:
         )
 
     def close(self) -> None:
+        """Waits for every queued table, writes the footer, closes the file.
+
+        A failed write is raised, not an error from closing the half-written file.
+        """
         try:
-            self.background.close()  # waits for every queued table; raises a failed write
-        finally:
-            try:
+            self.background.close()
+        except BaseException:
+            with contextlib.suppress(Exception):
                 self.writer.close()
-            finally:
+            with contextlib.suppress(Exception):
                 self.handle.close()
+            raise
+        try:
+            self.writer.close()
+        finally:
+            self.handle.close()
 
 
 class BackgroundParquetSink(filebasedsink.FileBasedSink):
