@@ -14,6 +14,7 @@ import logging
 import posixpath
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -170,6 +171,9 @@ class _ReadRowGroup(beam.DoFn):
         self._ahead: ReadAhead | None = None
 
     def start_bundle(self) -> None:
+        if self._ahead is not None:  # left over from a failed bundle
+            self._ahead.close()
+            self._ahead = None
         if self._read_ahead > 0:
             self._ahead = ReadAhead(self._read, self._read_ahead, name="parquet-read-ahead")
 
@@ -409,7 +413,7 @@ class WritePredictions(beam.PTransform):
 class _ShardFile:
     """One open shard: the file handle, its ParquetWriter and the thread that feeds it."""
 
-    def __init__(self, handle, schema: pa.Schema, codec: str) -> None:
+    def __init__(self, handle: Any, schema: pa.Schema, codec: str) -> None:
         self.handle = handle
         self.writer = pq.ParquetWriter(
             handle, schema, compression=codec, use_compliant_nested_type=True

@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
+from typing import Any
 
 DEFERRED_MODULES = ("keras.wrappers",)
 
@@ -56,7 +57,7 @@ class DeferredModule(ModuleType):
     (a LazyLoader module was loaded there, at the first side input).
     """
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(load_deferred(self.__name__), name)
 
 
