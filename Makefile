@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint format bench lock clean airflow-venv flex-metadata
+.PHONY: install demo test test-fast lint format bench bench-quick lock clean airflow-venv flex-metadata
 
 install: $(STAMP)
 
@@ -55,6 +55,9 @@ flex-metadata: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench --workdir .bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m pipelines.bench --workdir .bench --quick
 
 # Re-resolve the transitive pin set after editing pyproject.toml.
 lock:

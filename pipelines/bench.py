@@ -1,30 +1,48 @@
-"""``make bench``: our pipeline against the alternatives, measured in one run.
+"""``make bench``: every row of the performance table, measured in one run, into ``bench.json``.
 
-Workload W1: 5,000,000 rows x 32 float32 features in Parquet (64k-row row
-groups) and a Keras MLP 32-256-256-1. In one run it measures, as rows/s:
+Whole processes, start-up included, alternating rounds (the best round of
+each is kept). Per row it records our figure, the reference figure, their
+ratio and the target:
 
-(a) ``batch-score score`` end to end on the local runner, as a whole process;
-(b) a hand-written pyarrow + Keras script, as a whole process;
-(c) the compute limit: the compiled model function on in-memory numpy at the
-    best batch size (and eager ``model(x)`` for reference), in-process;
-(d) Beam's stock per-row ``RunInference(TFModelHandlerNumpy)`` on a 50k-row subset;
-(e) each ``--backend`` (keras, xla, onnxruntime, litert): the loaded model's
-    predict call on in-memory batches of 8192 and 65536 rows, in-process, and its
-    largest absolute difference from Keras' ``model(x, training=False)``.
+* W1 (5M rows x 32 float32 in Parquet with 64k-row row groups, MLP
+  32-256-256-1): ``batch-score score`` against the hand-written pyarrow + Keras
+  script and the *tuned* script (64k-row batches + compiled ``tf.function``),
+  and against the compute limit (compiled function on in-memory numpy);
+* W1 at 20M rows: peak RSS against 5M, and the steady-state marginal rate
+  ``(20M - 5M) / (t20 - t5)`` against the compute limit;
+* W1 with ``--reference-profile`` (a profile of 1M of the rows, with the
+  model's predictions) against without;
+* ``batch-score profile`` at 1M and 5M rows: whole-process time and the rate
+  after start-up (the difference of the two);
+* W2 (PNG images in TFRecord, :mod:`pipelines.bench_images`) at 20k and 100k
+  images against a ``tf.data`` script;
+* the time from launch to the first ``progress:`` line of a W1 run;
+* each ``--backend`` (keras, xla, onnxruntime, litert): the loaded model's
+  predict call on in-memory batches of 8192 and 65536 rows, in-process, and its
+  largest absolute difference from Keras' ``model(x, training=False)``.
 
-(a) and (b) alternate over ``--rounds`` rounds; the best round of each is
-reported, with peak RSS. Results go to ``<workdir>/bench_results.json``.
+Peak RSS is the child's own (``/usr/bin/time -f %M``, else psutil sampling of
+the child's process tree); ``wait4``'s ``ru_maxrss`` is not used, since a
+forked child inherits the parent's high-water mark.
+
+``--quick`` runs the same harness on small sizes (one round) to check it end
+to end. Results: ``<workdir>/bench.json``, and a markdown table printed and
+written to ``<workdir>/bench.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +50,26 @@ from typing import Any
 
 N_FEATURES = 32
 ROW_GROUP = 65536
+PROGRESS_MARKER = "progress:"
+
+FULL = {
+    "w1_rows": 5_000_000,
+    "w1_big_rows": 20_000_000,
+    "profile_rows": 1_000_000,  # profile's small size, and the reference profile's rows
+    "w2_images": (20_000, 100_000),
+    "limit_rows": 1_000_000,
+    "rounds": 3,
+    "w2_rounds": 2,
+}
+QUICK = {
+    "w1_rows": 200_000,
+    "w1_big_rows": 800_000,
+    "profile_rows": 100_000,
+    "w2_images": (2_000, 4_000),
+    "limit_rows": 200_000,
+    "rounds": 1,
+    "w2_rounds": 1,
+}
 
 
 def _venv_bin() -> Path:
@@ -39,19 +77,22 @@ def _venv_bin() -> Path:
 
 
 def prepare_w1(workdir: Path, rows: int) -> tuple[Path, Path]:
-    """Writes (once) the W1 Parquet input and the MLP; returns their paths."""
+    """Writes (once) the W1 Parquet input and the MLP; returns their paths.
+
+    Files of different sizes share their first rows (same seed, same row groups).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from transforms.tf_quiet import import_tensorflow
 
-    import_tensorflow()
-    import keras
-
     data = workdir / f"w1_{rows}.parquet"
     model_path = workdir / "w1_mlp.keras"
     if not model_path.exists():
+        import_tensorflow()
+        import keras
+
         keras.utils.set_random_seed(0)
         inp = keras.Input((N_FEATURES,), name="features")
         h = keras.layers.Dense(256, activation="relu")(inp)
@@ -77,63 +118,85 @@ def prepare_w1(workdir: Path, rows: int) -> tuple[Path, Path]:
     return data, model_path
 
 
-def timed_process(cmd: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs ``cmd``; returns wall seconds and peak RSS (MiB) of that process alone.
+class _TreeRssSampler:
+    """Peak RSS of a process and its children, sampled every 50 ms (psutil)."""
 
-    Output goes to temporary files, not pipes, so a chatty child cannot fill a
-    pipe and block while we wait for it.
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self._root, *self._root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                pass
+            self._stop.wait(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def timed_process(
+    cmd: Sequence[str], env: dict[str, str] | None = None, *, marker: str = PROGRESS_MARKER
+) -> dict[str, Any]:
+    """Runs ``cmd``; returns its wall seconds, its own peak RSS (MiB) and when ``marker`` first showed.
+
+    Peak RSS comes from ``/usr/bin/time -f %M`` when present, else from psutil
+    sampling of the child's process tree, else it is None. The child's stdout
+    and stderr are read as they come (so a chatty child never blocks), each
+    line timestamped; ``first_marker_seconds`` is the time from launch to the
+    first line containing ``marker`` (None if none did).
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    time_bin = shutil.which("time", path="/usr/bin:/bin")
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        full = list(cmd)
+        method = "none"
+        if time_bin:
+            full = [time_bin, "-f", "%M", "-o", rss_file.name, *full]
+            method = "/usr/bin/time -f %M"
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(
+            full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        sampler = None
+        if not time_bin:
+            try:
+                sampler = _TreeRssSampler(proc.pid)
+                method = "psutil (child process tree)"
+            except ImportError:
+                pass
+        tail: collections.deque[str] = collections.deque(maxlen=60)
+        first_marker = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if first_marker is None and marker and marker in line:
+                first_marker = time.perf_counter() - start
+            tail.append(line)
+        code = proc.wait()
         wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code
-        if code != 0:
-            out.seek(0)
-            err.seek(0)
-            tail = (
-                out.read().decode(errors="replace")[-2000:],
-                err.read().decode(errors="replace")[-4000:],
-            )
-            raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{tail[0]}\n{tail[1]}")
-    return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
-
-
-def compute_limit(model_path: Path, rows: int = 1_000_000) -> dict[str, Any]:
-    """(c): compiled model function on in-memory numpy, per batch size; eager for reference."""
-    import numpy as np
-
-    from transforms.tf_quiet import import_tensorflow
-
-    tf = import_tensorflow()
-    import keras
-
-    model = keras.saving.load_model(model_path, compile=False)
-    x = np.random.default_rng(1).normal(size=(rows, N_FEATURES)).astype(np.float32)
-    compiled = tf.function(
-        lambda t: model(t, training=False),
-        input_signature=[tf.TensorSpec((None, N_FEATURES), tf.float32)],
-    )
-
-    def rate(fn, batch: int) -> float:
-        fn(x[:batch])
-        best = 0.0
-        for _ in range(2):
-            start = time.perf_counter()
-            for i in range(0, rows, batch):
-                np.asarray(fn(x[i : i + batch]))
-            best = max(best, rows / (time.perf_counter() - start))
-        return best
-
-    by_batch = {b: rate(compiled, b) for b in (2048, 8192, 16384, 65536)}
-    best_batch = max(by_batch, key=by_batch.get)
+        peak_kib = sampler.stop() / 1024 if sampler else None
+        if time_bin:
+            rss_file.seek(0)
+            lines = [x for x in rss_file.read().split() if x.isdigit()]
+            peak_kib = int(lines[-1]) if lines else None
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{''.join(tail)[-4000:]}")
     return {
-        "compiled_rows_per_second_by_batch": by_batch,
-        "best_batch": best_batch,
-        "rows_per_second": by_batch[best_batch],
-        "eager_rows_per_second_8192": rate(lambda t: model(t, training=False), 8192),
+        "seconds": round(wall, 3),
+        "peak_rss_mib": None if peak_kib is None else round(peak_kib / 1024, 1),
+        "first_marker_seconds": None if first_marker is None else round(first_marker, 3),
+        "rss_method": method,
     }
 
 
@@ -215,6 +278,19 @@ def format_backend_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compute_limit(model_path: Path, rows: int = 1_000_000) -> dict[str, Any]:
+    """The compute limit, measured in a child process (compiled fn on in-memory numpy)."""
+    done = subprocess.run(
+        [*_baseline_prefix("limit"), "--model", str(model_path), "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"compute limit failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def stock_env(workdir: Path) -> dict[str, str] | None:
     """PYTHONPATH with tensorflow_hub (+ tf-keras) installed beside, not into, the venv."""
     site = workdir / "stock-site"
@@ -249,184 +325,436 @@ def subset(data: Path, workdir: Path, rows: int) -> Path:
     return path
 
 
+def _best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return min(runs, key=lambda r: r["seconds"])
+
+
+def _summary(runs: Sequence[dict[str, Any]], rows: int | None = None) -> dict[str, Any]:
+    best = _best(runs)
+    out = {
+        "seconds": [r["seconds"] for r in runs],
+        "best_seconds": best["seconds"],
+        "peak_rss_mib": max((r["peak_rss_mib"] or 0) for r in runs) or None,
+    }
+    if rows:
+        out["rows"] = rows
+        out["rows_per_second"] = round(rows / best["seconds"], 1)
+    markers = [r["first_marker_seconds"] for r in runs if r["first_marker_seconds"] is not None]
+    if markers:
+        out["first_progress_seconds"] = markers
+    return out
+
+
+def _row(
+    key: str,
+    what: str,
+    ours: float | None,
+    reference: float | None,
+    unit: str,
+    ratio: float | None,
+    target: str,
+    met: bool | None,
+    note: str = "",
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "workload": what,
+        "ours": ours,
+        "reference": reference,
+        "unit": unit,
+        "ratio": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "met": met,
+        "note": note,
+    }
+
+
+def _score_cmd(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        str(_venv_bin() / "batch-score"),
+        "score",
+        "--model",
+        str(model),
+        "--input",
+        str(data),
+        "--output",
+        str(out),
+        "--id-column",
+        "id",
+        *extra,
+    ]
+
+
+def _baseline_cmd(mode: str, model: Path, data: Path, out: Path) -> list[str]:
+    return [
+        *_baseline_prefix(mode),
+        "--model",
+        str(model),
+        "--input",
+        str(data),
+        "--output",
+        str(out),
+    ]
+
+
+def _baseline_prefix(mode: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.bench_baselines", mode]
+
+
+def _profile_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        str(_venv_bin() / "batch-score"),
+        "profile",
+        "--input",
+        str(data),
+        "--output",
+        str(out),
+        "--id-column",
+        "id",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _check_scored(out_dir: Path, rows: int) -> None:
+    with open(out_dir / "run_summary.json") as f:
+        summary = json.load(f)
+    if summary["rows_scored"] != rows:
+        raise RuntimeError(f"{out_dir}: scored {summary['rows_scored']:,} of {rows:,} rows")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark keras-batch-score against its baselines."
-    )
+    parser = argparse.ArgumentParser(description="Measure the performance table into bench.json.")
     parser.add_argument("--workdir", default=".bench")
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--stock-rows", type=int, default=50_000)
-    parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="Small sizes, one round.")
+    parser.add_argument("--rounds", type=int, help="Alternating rounds (default 3, quick 1).")
     parser.add_argument("--skip-w2", action="store_true", help="Skip the image workload (W2).")
+    parser.add_argument("--skip-big", action="store_true", help="Skip the 20M-row W1 run.")
+    parser.add_argument("--bf16", action="store_true", help="Also W1 with --precision bfloat16.")
     parser.add_argument(
-        "--backend-rows", type=int, default=1_000_000, help="Rows per backend in (e)."
+        "--stock", action="store_true", help="Also Beam's per-row stock RunInference (50k rows)."
+    )
+    parser.add_argument(
+        "--backend-rows", type=int, help="Rows per backend in the backend table (default 1M)."
     )
     parser.add_argument(
         "--pipeline-flag",
         action="append",
         default=[],
-        help="Extra flag for (a), e.g. --batch-size=8192.",
+        help="Extra flag for our W1 runs, e.g. --batch-size=65536.",
     )
     args = parser.parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        sizes["rounds"] = sizes["w2_rounds"] = args.rounds
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"W1: preparing {args.rows:,} rows x {N_FEATURES} features in {workdir} ...", flush=True)
-    data, model = prepare_w1(workdir, args.rows)
-    bin_dir = _venv_bin()
+    rows, big, small = sizes["w1_rows"], sizes["w1_big_rows"], sizes["profile_rows"]
+    rounds = sizes["rounds"]
+    started = time.time()
+
+    _say(f"W1: preparing {small:,}, {rows:,} and {big:,} rows in {workdir} ...")
+    data, model = prepare_w1(workdir, rows)
+    ref_data, _ = prepare_w1(workdir, small)
+    big_data = None if args.skip_big else prepare_w1(workdir, big)[0]
+
     results: dict[str, Any] = {
-        "workload": f"W1: {args.rows:,} rows x {N_FEATURES} float32, Parquet 64k row groups, MLP 32-256-256-1",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average_at_start": list(os.getloadavg()),
+        "quick": args.quick,
+        "sizes": sizes,
+        "runs": {},
     }
+    raw = results["runs"]
 
-    print("(c) compute limit (in-process) ...", flush=True)
-    results["c_compute_limit"] = compute_limit(model)
-    print("(e) backends (in-process) ...", flush=True)
-    results["e_backends"] = backend_table(model, rows=args.backend_rows)
-
-    runs: dict[str, list[dict[str, Any]]] = {"a_pipeline": [], "b_script": [], "a_bf16": []}
-    for r in range(args.rounds):
-        out_a = workdir / "out_pipeline"
-        cmd_a = [
-            str(bin_dir / "batch-score"),
-            "score",
-            "--model",
-            str(model),
-            "--input",
-            str(data),
-            "--output",
-            str(out_a),
-            "--id-column",
-            "id",
-            "--quiet",
-            *args.pipeline_flag,
-        ]
-        runs["a_pipeline"].append(timed_process(cmd_a))
-        cmd_b = [
-            sys.executable,
-            "-m",
-            "pipelines.bench_baselines",
-            "script",
-            "--model",
-            str(model),
-            "--input",
-            str(data),
-            "--output",
-            str(workdir / "out_script.parquet"),
-        ]
-        runs["b_script"].append(timed_process(cmd_b))
-        cmd_bf16 = [*cmd_a, "--precision", "bfloat16"]
-        cmd_bf16[cmd_bf16.index(str(out_a))] = str(workdir / "out_pipeline_bf16")
-        runs["a_bf16"].append(timed_process(cmd_bf16))
-        print(
-            f"  round {r + 1}: pipeline {runs['a_pipeline'][-1]['seconds']:.1f}s, "
-            f"script {runs['b_script'][-1]['seconds']:.1f}s, "
-            f"pipeline --precision bfloat16 {runs['a_bf16'][-1]['seconds']:.1f}s",
-            flush=True,
-        )
-    for key, measured in runs.items():
-        best = min(measured, key=lambda m: m["seconds"])
-        results[key] = {
-            "rows_per_second": args.rows / best["seconds"],
-            "seconds": [round(m["seconds"], 2) for m in measured],
-            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured), 1),
-        }
-    with open(workdir / "out_pipeline" / "run_summary.json") as f:
-        summary = json.load(f)
-    assert summary["rows_scored"] == args.rows, (
-        f"pipeline scored {summary['rows_scored']} of {args.rows} rows"
+    _say("compute limit (compiled fn, in-memory, child process) ...")
+    raw["compute_limit"] = compute_limit(model, sizes["limit_rows"])
+    _say("backends: predict call on in-memory batches, in-process ...")
+    results["backends"] = backend_table(
+        model, rows=args.backend_rows or (131_072 if args.quick else 1_000_000)
     )
 
-    if not args.skip_stock:
+    _say(f"reference profile: {small:,} rows with the model's predictions ...")
+    ref_profile = workdir / "w1_reference_profile.json"
+    raw["reference_profile_build"] = timed_process(
+        _profile_cmd(ref_data, ref_profile, "--model", str(model))
+    )
+
+    variants: dict[str, list[str]] = {
+        "ours": _score_cmd(model, data, workdir / "out_ours", *args.pipeline_flag),
+        "script": _baseline_cmd("script", model, data, workdir / "out_script.parquet"),
+        "tuned": _baseline_cmd("tuned", model, data, workdir / "out_tuned.parquet"),
+        "ours_drift": _score_cmd(
+            model,
+            data,
+            workdir / "out_ours_drift",
+            "--reference-profile",
+            str(ref_profile),
+            *args.pipeline_flag,
+        ),
+        "profile_small": _profile_cmd(ref_data, workdir / "profile_small.json"),
+        "profile_large": _profile_cmd(data, workdir / "profile_large.json"),
+    }
+    if args.bf16:
+        variants["ours_bf16"] = _score_cmd(
+            model, data, workdir / "out_ours_bf16", "--precision", "bfloat16"
+        )
+    measured: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    for r in range(rounds):
+        for key, cmd in variants.items():
+            measured[key].append(timed_process(cmd))
+        _say(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {v[-1]['seconds']:.1f}s" for k, v in measured.items())
+        )
+    _check_scored(workdir / "out_ours", rows)
+    _check_scored(workdir / "out_ours_drift", rows)
+    for key in ("ours", "script", "tuned", "ours_drift", "ours_bf16"):
+        if key in measured:
+            raw[f"w1_{key}"] = _summary(measured[key], rows)
+    raw["profile_small"] = _summary(measured["profile_small"], small)
+    raw["profile_large"] = _summary(measured["profile_large"], rows)
+
+    if big_data is not None:
+        _say(f"W1 at {big:,} rows (memory, steady state) ...")
+        out_big = workdir / "out_ours_big"
+        raw["w1_ours_big"] = _summary(
+            [timed_process(_score_cmd(model, big_data, out_big, *args.pipeline_flag))], big
+        )
+        _check_scored(out_big, big)
+        shutil.rmtree(out_big, ignore_errors=True)
+
+    if args.stock:
         env = stock_env(workdir)
         if env is None:
-            results["d_beam_stock"] = {
-                "skipped": "could not install tensorflow-hub into the side directory"
-            }
+            raw["beam_stock"] = {"skipped": "could not install tensorflow-hub beside the venv"}
         else:
-            print(
-                f"(d) stock Beam RunInference, one element per row, {args.stock_rows:,} rows ...",
-                flush=True,
-            )
-            small = subset(data, workdir, args.stock_rows)
-            cmd_d = [
-                sys.executable,
-                "-m",
-                "pipelines.bench_baselines",
-                "beam-stock",
-                "--model",
-                str(model),
-                "--input",
-                str(small),
-                "--output",
-                str(workdir / "out_stock"),
-            ]
-            try:
-                m = timed_process(cmd_d, env=env)
-            except RuntimeError as e:
-                results["d_beam_stock"] = {"failed": str(e)[-1500:]}
-            else:
-                results["d_beam_stock"] = {
-                    "rows_per_second": args.stock_rows / m["seconds"],
-                    "rows": args.stock_rows,
-                    "seconds": round(m["seconds"], 2),
-                    "peak_rss_mib": round(m["peak_rss_mib"], 1),
-                }
-
-    a = results["a_pipeline"]["rows_per_second"]
-    ratios = {
-        "a/b": a / results["b_script"]["rows_per_second"],
-        "a/c": a / results["c_compute_limit"]["rows_per_second"],
-        "a_bf16/b": results["a_bf16"]["rows_per_second"] / results["b_script"]["rows_per_second"],
-    }
-    if "rows_per_second" in results.get("d_beam_stock", {}):
-        ratios["a/d"] = a / results["d_beam_stock"]["rows_per_second"]
-    results["ratios"] = ratios
+            _say("stock Beam RunInference, one element per row, 50,000 rows ...")
+            small_subset = subset(data, workdir, 50_000)
+            cmd = _baseline_cmd("beam-stock", model, small_subset, workdir / "out_stock")
+            raw["beam_stock"] = _summary([timed_process(cmd, env=env)], 50_000)
 
     if not args.skip_w2:
-        try:
-            from pipelines import bench_images
-        except ImportError:
-            bench_images = None  # type: ignore[assignment]
-        if bench_images is not None and hasattr(bench_images, "run_w2"):
-            print("W2: image workload ...", flush=True)
-            results["w2"] = bench_images.run_w2(workdir)
+        from pipelines import bench_images
 
-    with open(workdir / "bench_results.json", "w") as f:
+        for n in sizes["w2_images"]:
+            _say(f"W2: {n:,} images ...")
+            raw[f"w2_{n}"] = bench_images.run_w2(workdir, n, sizes["w2_rounds"])
+
+    results["rows"] = table_rows(results)
+    results["total_seconds"] = round(time.time() - started, 1)
+    results["load_average_at_end"] = list(os.getloadavg())
+    with open(workdir / "bench.json", "w") as f:
         json.dump(results, f, indent=2)
-    print(format_table(results))
+    table = format_table(results)
+    (workdir / "bench.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwritten: {workdir / 'bench.json'}, {workdir / 'bench.md'}")
     return results
 
 
-def format_table(results: dict[str, Any]) -> str:
-    rows = [
-        ("(a) batch-score pipeline, whole process", results["a_pipeline"]),
-        ("(b) hand-written pyarrow + Keras script, whole process", results["b_script"]),
-        ("(a') batch-score pipeline, --precision bfloat16 (opt-in)", results.get("a_bf16", {})),
-        ("(c) compute limit: compiled fn, in-memory, best batch", results["c_compute_limit"]),
-        ("(d) stock Beam RunInference, per row", results.get("d_beam_stock", {})),
-    ]
-    lines = [
-        results["workload"],
-        results["machine"],
-        "",
-        "| way of scoring | rows/s | peak RSS MiB |",
-        "|---|---:|---:|",
-    ]
-    for name, r in rows:
-        if "rows_per_second" in r:
-            lines.append(f"| {name} | {r['rows_per_second']:,.0f} | {r.get('peak_rss_mib', '')} |")
-    c = results["c_compute_limit"]
-    lines.append(
-        f"| eager model(x), 8192 rows, in-memory (reference) | {c['eager_rows_per_second_8192']:,.0f} | |"
+def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The performance table's rows (ours, reference, ratio, target, met) from the raw runs."""
+    raw, sizes = results["runs"], results["sizes"]
+    rows_n, big_n, small_n = sizes["w1_rows"], sizes["w1_big_rows"], sizes["profile_rows"]
+    ours = raw["w1_ours"]
+    limit = raw["compute_limit"]["rows_per_second"]
+    a = ours["rows_per_second"]
+    out = []
+    for key, name, target in (
+        ("script", "hand-written script", 1.5),
+        ("tuned", "tuned script", 1.2),
+    ):
+        b = raw[f"w1_{key}"]["rows_per_second"]
+        out.append(
+            _row(
+                f"w1_vs_{key}",
+                f"W1 {rows_n:,} rows: batch-score score vs the {name}",
+                a,
+                b,
+                "rows/s",
+                a / b,
+                f">= {target}x",
+                a / b >= target,
+            )
+        )
+    out.append(
+        _row(
+            "w1_vs_limit",
+            "W1 vs the compiled compute limit (in-memory)",
+            a,
+            limit,
+            "rows/s",
+            a / limit,
+            ">= 0.5x",
+            a / limit >= 0.5,
+        )
     )
-    if "e_backends" in results:
-        lines += ["", "(e) backends: predict call on in-memory batches, in-process"]
-        lines.append(format_backend_table(results["e_backends"]))
-    lines.append("")
-    lines.append("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in results["ratios"].items()))
-    if "w2" in results:
-        lines.append(f"W2: {json.dumps(results['w2'])}")
+    if "w1_ours_big" in raw:
+        big = raw["w1_ours_big"]
+        dt = big["best_seconds"] - ours["best_seconds"]
+        marginal = (big_n - rows_n) / dt if dt > 0 else None
+        out.append(
+            _row(
+                "w1_steady_state",
+                f"W1 steady state: ({big_n:,} - {rows_n:,}) rows / time difference, vs the limit",
+                marginal,
+                limit,
+                "rows/s",
+                None if marginal is None else marginal / limit,
+                ">= 0.8x",
+                None if marginal is None else marginal / limit >= 0.8,
+            )
+        )
+        rss_big, rss = big["peak_rss_mib"], ours["peak_rss_mib"]
+        if rss_big and rss:
+            out.append(
+                _row(
+                    "w1_peak_rss",
+                    f"peak RSS, W1 {big_n:,} vs {rows_n:,} rows (child only)",
+                    rss_big,
+                    rss,
+                    "MiB",
+                    rss_big / rss,
+                    "<= 1.10x",
+                    rss_big / rss <= 1.10,
+                )
+            )
+    drift = raw["w1_ours_drift"]["best_seconds"]
+    out.append(
+        _row(
+            "w1_drift_overhead",
+            f"W1 with --reference-profile ({small_n:,}-row profile) vs without",
+            drift,
+            ours["best_seconds"],
+            "s",
+            drift / ours["best_seconds"],
+            "<= 1.05x",
+            drift / ours["best_seconds"] <= 1.05,
+        )
+    )
+    p_small, p_large = raw["profile_small"], raw["profile_large"]
+    out.append(
+        _row(
+            "profile_small_seconds",
+            f"batch-score profile, {small_n:,} rows, whole process",
+            p_small["best_seconds"],
+            None,
+            "s",
+            None,
+            "<= 8 s" if small_n == 1_000_000 else "(<= 8 s at 1M rows)",
+            p_small["best_seconds"] <= 8 if small_n == 1_000_000 else None,
+        )
+    )
+    dt = p_large["best_seconds"] - p_small["best_seconds"]
+    rate = (rows_n - small_n) / dt if dt > 0 else None
+    out.append(
+        _row(
+            "profile_after_startup",
+            f"batch-score profile after start-up: ({rows_n:,} - {small_n:,}) rows / time difference",
+            rate,
+            None,
+            "rows/s",
+            None,
+            ">= 250,000 rows/s",
+            None if rate is None else rate >= 250_000,
+        )
+    )
+    for key in sorted(k for k in raw if k.startswith("w2_")):
+        w2 = raw[key]
+        out.append(
+            _row(
+                key,
+                f"W2 {w2['images']:,} PNG images: batch-score score vs a tf.data script",
+                w2["ours_rows_per_s"],
+                w2["tfdata_script_rows_per_s"],
+                "images/s",
+                w2["ratio"],
+                ">= 1.2x",
+                w2["ratio"] >= 1.2,
+            )
+        )
+    first = ours.get("first_progress_seconds")
+    if first:
+        out.append(
+            _row(
+                "first_progress",
+                f"W1 {rows_n:,} rows: launch to the first progress line (best round)",
+                min(first),
+                None,
+                "s",
+                None,
+                "<= 5 s",
+                min(first) <= 5,
+            )
+        )
+    if "w1_ours_bf16" in raw:
+        c = raw["w1_ours_bf16"]["rows_per_second"]
+        out.append(
+            _row(
+                "w1_bf16_vs_script",
+                "W1 --precision bfloat16 (opt-in) vs the hand-written script",
+                c,
+                raw["w1_script"]["rows_per_second"],
+                "rows/s",
+                c / raw["w1_script"]["rows_per_second"],
+                "(info)",
+                None,
+            )
+        )
+    if "rows_per_second" in raw.get("beam_stock", {}):
+        d = raw["beam_stock"]["rows_per_second"]
+        out.append(
+            _row(
+                "w1_vs_beam_stock",
+                "W1 vs Beam's stock per-row RunInference (50k rows)",
+                a,
+                d,
+                "rows/s",
+                a / d,
+                "(info)",
+                None,
+            )
+        )
+    return out
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit in ("rows/s", "images/s", "MiB"):
+        return f"{value:,.0f} {unit}"
+    return f"{value:.2f} {unit}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The performance table as markdown, with the date, the machine and the load."""
+    lines = [
+        f"`make bench`{' --quick' if results['quick'] else ''}, {results['date']}, "
+        f"{results['machine']}; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in results['load_average_at_start'])}.",
+        "",
+        "| workload | ours | reference | ratio | target | met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in results["rows"]:
+        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"| {r['workload']} | {_fmt(r['ours'], r['unit'])} | "
+            f"{_fmt(r['reference'], r['unit'])} | {ratio} | {r['target']} | {met} |"
+        )
+    if results.get("backends"):
+        lines += [
+            "",
+            "Backends (`--backend`): the loaded model's predict call on in-memory batches.",
+        ]
+        lines += ["", format_backend_table(results["backends"])]
     return "\n".join(lines)
 
 

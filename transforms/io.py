@@ -8,23 +8,28 @@ step (:mod:`transforms.summary`) promotes them into the output directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquetBatched
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from transforms.batch import ScoringBatch
 from transforms.errors import ConfigError
 from transforms.keras_model import TensorInfo
+from transforms.prefetch import BackgroundWriter, ReadAhead
 from transforms.progress import ProgressChannel
 from transforms.schema import LOCATOR_FIELDS, cast_table
 
@@ -32,6 +37,8 @@ _LOG = logging.getLogger("keras_batch_score")
 
 PREDICTIONS_PREFIX = "predictions"
 ERRORS_PREFIX = "errors"
+READ_AHEAD_ROW_GROUPS = 2  # row groups read ahead of the model (~8 MB each for W1)
+WRITE_QUEUE_TABLES = 2  # prediction tables queued for the background Parquet writer
 
 
 def match_files(pattern: str) -> list[str]:
@@ -139,33 +146,78 @@ class _ReadRowGroup(beam.DoFn):
     widened to the planned types, see :mod:`transforms.schema`); with
     ``locator``, the row locator columns are appended. Keeps the last file
     open, since consecutive row groups usually share a file.
+
+    Reads run ahead on a background thread (:class:`transforms.prefetch.ReadAhead`):
+    while the steps fused after this one score row group ``k``, row groups
+    ``k + 1 ..`` are read, decoded and cast (pyarrow releases the GIL). Tables
+    come out in input order; the last ``read_ahead`` ones are emitted in
+    ``finish_bundle``. ``read_ahead=0`` reads in ``process``, as before.
     """
 
     def __init__(
-        self, columns: Sequence[str], schema: pa.Schema | None = None, locator: bool = False
+        self,
+        columns: Sequence[str],
+        schema: pa.Schema | None = None,
+        locator: bool = False,
+        read_ahead: int = READ_AHEAD_ROW_GROUPS,
     ) -> None:
         self._columns = list(columns)
         self._schema = None if schema is None else pa.schema([schema.field(c) for c in columns])
         self._locator = locator
+        self._read_ahead = read_ahead
 
     def setup(self) -> None:
         self._path: str | None = None
         self._file: pq.ParquetFile | None = None
+        self._ahead: ReadAhead | None = None
 
-    def process(self, element: tuple[str, int, int]):
+    def start_bundle(self) -> None:
+        if self._ahead is not None:  # left over from a failed bundle
+            self._ahead.close()
+            self._ahead = None
+        if self._read_ahead > 0:
+            self._ahead = ReadAhead(self._read, self._read_ahead, name="parquet-read-ahead")
+
+    def _read(self, element: tuple[str, int, int]) -> pa.Table:
         path, index, first_row = element
         if path != self._path:
-            self.teardown()
+            self._close_file()
             self._file, self._path = open_parquet(path), path
         table = self._file.read_row_group(index, columns=self._columns)
         if self._schema is not None:
             table = cast_table(table, self._schema)
-        yield add_locator(table, path, first_row) if self._locator else table
+        return add_locator(table, path, first_row) if self._locator else table
 
-    def teardown(self) -> None:
+    def process(
+        self,
+        element: tuple[str, int, int],
+        timestamp=beam.DoFn.TimestampParam,
+        window=beam.DoFn.WindowParam,
+    ):
+        if self._ahead is None:
+            yield self._read(element)
+            return
+        for table, _ in self._ahead.submit(element, (timestamp, window)):
+            yield table
+
+    def finish_bundle(self):
+        if self._ahead is None:
+            return
+        for table, (timestamp, window) in self._ahead.drain():
+            yield WindowedValue(table, timestamp, [window])
+        self._ahead.close()
+        self._ahead = None
+
+    def _close_file(self) -> None:
         if getattr(self, "_file", None) is not None:
             self._file.close()
         self._file = self._path = None
+
+    def teardown(self) -> None:
+        if getattr(self, "_ahead", None) is not None:
+            self._ahead.close()
+            self._ahead = None
+        self._close_file()
 
 
 class ReadParquetBatches(beam.PTransform):
@@ -307,7 +359,7 @@ class _ToPredictionsTable(beam.DoFn):
 
 
 class ProgressReporter:
-    """Progress from inside a DoFn.
+    """Progress from inside a DoFn: the first batch at once, then one every ``interval`` s.
 
     With a channel directory (local runners: the launcher draws the progress
     bar, see :mod:`transforms.progress`) the scored rows go there. Without one
@@ -320,6 +372,7 @@ class ProgressReporter:
         self._start = self._last = time.monotonic()
         self._scored = 0
         self._rejected = 0
+        self._reported = False
         self._channel = ProgressChannel(channel_dir)
 
     def flush(self) -> None:
@@ -332,7 +385,9 @@ class ProgressReporter:
         self._scored += scored
         self._rejected += rejected
         now = time.monotonic()
-        if now - self._last >= self._interval:
+        # The first batch is reported at once: the user sees scoring has started.
+        if not self._reported or now - self._last >= self._interval:
+            self._reported = True
             self._last = now
             rate = self._scored / max(now - self._start, 1e-9)
             _LOG.info(
@@ -392,13 +447,90 @@ class WritePredictions(beam.PTransform):
             return tables | "WriteTFRecord" >> WriteTFRecords(
                 self._prefix, num_shards=self._num_shards
             )
-        return tables | "WriteParquet" >> WriteToParquetBatched(
-            self._prefix,
-            schema=self._schema,
-            codec="snappy",
-            file_name_suffix=".parquet",
-            num_shards=self._num_shards,
+        return tables | "WriteParquet" >> beam.io.Write(
+            BackgroundParquetSink(
+                self._prefix,
+                self._schema,
+                codec="snappy",
+                file_name_suffix=".parquet",
+                num_shards=self._num_shards,
+            )
         )
+
+
+class _ShardFile:
+    """One open shard: the file handle, its ParquetWriter and the thread that feeds it."""
+
+    def __init__(self, handle: Any, schema: pa.Schema, codec: str) -> None:
+        self.handle = handle
+        self.writer = pq.ParquetWriter(
+            handle, schema, compression=codec, use_compliant_nested_type=True
+        )
+        self.background = BackgroundWriter(
+            self.writer.write_table, WRITE_QUEUE_TABLES, name="parquet-writer"
+        )
+
+    def close(self) -> None:
+        """Waits for every queued table, writes the footer, closes the file.
+
+        A failed write is raised, not an error from closing the half-written file.
+        """
+        try:
+            self.background.close()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            with contextlib.suppress(Exception):
+                self.handle.close()
+            raise
+        try:
+            self.writer.close()
+        finally:
+            self.handle.close()
+
+
+class BackgroundParquetSink(filebasedsink.FileBasedSink):
+    """Beam's Parquet file sink, with the encoding and writing on a background thread.
+
+    It is a ``FileBasedSink`` like ``WriteToParquetBatched``'s, so Beam's
+    ``Write`` still writes temp files, names shards ``<prefix>-SSSSS-of-NNNNN<suffix>``
+    and renames them atomically; each shard's tables go to a
+    :class:`transforms.prefetch.BackgroundWriter` (a bounded queue), and the
+    shard is closed (queue drained, footer written) in the write step's
+    ``finish_bundle``. A failed write fails the bundle.
+    """
+
+    def __init__(
+        self,
+        file_path_prefix: str,
+        schema: pa.Schema,
+        *,
+        codec: str = "snappy",
+        file_name_suffix: str = ".parquet",
+        num_shards: int = 0,
+    ) -> None:
+        super().__init__(
+            file_path_prefix,
+            coder=None,
+            file_name_suffix=file_name_suffix,
+            num_shards=num_shards,
+            mime_type="application/x-parquet",
+            compression_type=CompressionTypes.UNCOMPRESSED,  # Parquet compresses its pages
+        )
+        self._schema = schema
+        self._codec = codec
+
+    def open(self, temp_path: str) -> _ShardFile:
+        return _ShardFile(super().open(temp_path), self._schema, self._codec)
+
+    def write_record(self, file_handle: _ShardFile, value: pa.Table) -> None:
+        file_handle.background.put(value)
+
+    def close(self, file_handle: _ShardFile) -> None:
+        file_handle.close()
+
+    def display_data(self) -> dict:
+        return {**super().display_data(), "codec": self._codec, "schema": str(self._schema)}
 
 
 def errors_to_jsonl(table: pa.Table) -> str:
