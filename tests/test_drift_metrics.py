@@ -158,6 +158,21 @@ def test_ks_p_value_matches_scipy_asymptotic():
     assert dm.ks_p_value(np.array([5, 5]), np.array([0, 0])) == 1.0
 
 
+def test_ks_p_value_on_large_samples_uses_the_kolmogorov_limit():
+    """Large counts take the limit distribution: within 1% of scipy's finite-n one."""
+    from scipy.stats import kstwo
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        a = rng.integers(40_000, 60_000, size=10)
+        b = a + rng.integers(-400, 400, size=10)
+        n, m = a.sum(), b.sum()
+        en = n * m / (n + m)
+        assert en > dm.KS_EXACT_MAX_N
+        expected = kstwo.sf(dm.ks_statistic(a, b), np.round(en))
+        assert dm.ks_p_value(a, b) == pytest.approx(expected, rel=1e-2, abs=1e-12)
+
+
 def test_chi2_p_value_matches_scipy():
     rng = np.random.default_rng(4)
     for _ in range(10):

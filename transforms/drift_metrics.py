@@ -123,16 +123,31 @@ def linf(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.max(np.abs(p - q), initial=0.0))
 
 
+KS_EXACT_MAX_N = 10_000
+"""Effective sample sizes up to which the KS p-value uses Smirnov's exact finite-n distribution."""
+
+
 def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
-    """Two-sided p-value of the two-sample KS test on the binned CDFs (asymptotic)."""
+    """Two-sided p-value of the two-sample KS test on the binned CDFs (asymptotic).
+
+    As ``scipy.stats.ks_2samp(method="asymp")``: the one-sample Kolmogorov distribution at the
+    effective size ``en = n*m/(n+m)``. Above ``KS_EXACT_MAX_N`` its limit
+    ``kolmogorov(sqrt(en) * D)`` is used instead: within 1% of it there, and microseconds
+    instead of up to half a second per column (``kstwo.sf`` at en ~ 500k).
+    """
     n, m = float(np.sum(reference)), float(np.sum(current))
     if n == 0 or m == 0:
         return 1.0
     big, small = max(n, m), min(n, m)
     en = big * small / (big + small)
+    statistic = ks_statistic(reference, current)
+    if en > KS_EXACT_MAX_N:
+        from scipy import special
+
+        return float(np.clip(special.kolmogorov(np.sqrt(en) * statistic), 0, 1))
     from scipy import stats  # imported lazily: scipy.stats costs ~0.5 s at start-up
 
-    return float(np.clip(stats.kstwo.sf(ks_statistic(reference, current), np.round(en)), 0, 1))
+    return float(np.clip(stats.kstwo.sf(statistic, np.round(en)), 0, 1))
 
 
 def chi2_p_value(reference: np.ndarray, current: np.ndarray) -> float:
