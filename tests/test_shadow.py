@@ -84,7 +84,10 @@ def test_shadow_leaves_the_release_unchanged_and_reports_agreement(tmp_path, dat
 
 
 def test_rows_the_shadow_fails_on_are_still_released(tmp_path, data):
-    """A challenger that gives Inf on some rows never drops them: its column is NaN there."""
+    """A challenger that gives Inf on some rows never drops them: its column is null there.
+
+    Null, not NaN: a NaN in an output file reads as a (broken) value; null says "no value".
+    """
     _root, table, _ = data
     f0 = table["f0"].to_numpy().copy()
     bad = [5, 400, 899]
@@ -109,8 +112,9 @@ def test_rows_the_shadow_fails_on_are_still_released(tmp_path, data):
     )
     assert (summary["rows_scored"], summary["rows_failed"]) == (900, 0)
     got = util.read_predictions(tmp_path / "out")
-    sh = got["prediction_shadow"].to_numpy(zero_copy_only=False)
-    assert np.flatnonzero(np.isnan(sh)).tolist() == bad
+    shadow = got["prediction_shadow"]
+    assert np.flatnonzero(~np.asarray(shadow.is_valid())).tolist() == bad
+    assert np.isfinite(shadow.drop_null().to_numpy()).all()
     ref = util.keras_reference(champion, util.stacked(table, FEATURES)).ravel()
     np.testing.assert_allclose(got["prediction"].to_numpy(), ref, atol=1e-6)
     assert summary["shadow"]["outputs"]["prediction"]["rows_compared"] == 897

@@ -315,7 +315,8 @@ def to_predictions_table(
             )
             columns.append(fixed.cast(field.type))
         else:
-            columns.append(pa.array(values.reshape(n), type=field.type))
+            # NaN (a shadow model that failed on the row) is written as null: "no value".
+            columns.append(pa.array(values.reshape(n), type=field.type, from_pandas=True))
     model_id = batch.model_id or ""
     columns.append(
         pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), [model_id]).cast(pa.string())

@@ -6,7 +6,7 @@ same :class:`~transforms.postprocess.MemberModelHandler` the ensemble members
 use; its outputs are stored under member keys ``<output>__shadow`` and written
 as ``<prediction column>_shadow``. The released prediction, the ``model``
 column and the row set never change: rows on which the shadow model raises or
-gives NaN/Inf keep their prediction and get NaN in the shadow column.
+gives NaN/Inf keep their prediction and get NaN in the shadow column (written as null in the output files).
 
 Agreement statistics (mean |diff|, Pearson correlation, decision agreement)
 are computed per batch with numpy and merged by one global ``CombineFn``
