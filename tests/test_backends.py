@@ -184,9 +184,10 @@ def test_converted_file_is_cached_by_content_hash_and_reused(saved, tmp_path, ba
 
 def test_health_check_runs_on_the_converted_backend(saved):
     _needs("onnxruntime")
-    path, *_ = saved["functional"]
+    path, model, x = saved["functional"]
     loaded = load(ModelSpec(path, backend="onnxruntime"))
-    health_check(loaded, {"x": 4})  # smoke prediction through ONNX Runtime
+    health_check(loaded, {"x": 4})  # smoke prediction through ONNX Runtime: raises on failure
+    _assert_close(loaded, model, x, 1e-5)
 
 
 def test_float16_is_refused_without_a_gpu(saved):
