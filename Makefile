@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py requirements/constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo --workdir .demo
+	$(BIN)/python -m examples.demo --workdir .demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -51,13 +51,13 @@ airflow-venv: $(AIRFLOW_VENV)/.installed
 # The Flex Template's parameters, one per `batch-score score` flag; rerun after
 # changing a flag (tests/test_templates.py fails until metadata.json matches).
 flex-metadata: $(STAMP)
-	$(BIN)/python -m pipelines.flex_metadata --output templates/dataflow/metadata.json
+	$(BIN)/python -m keras_batch_score.pipelines.flex_metadata --output templates/dataflow/metadata.json
 
 bench: $(STAMP)
-	$(BIN)/python -m pipelines.bench --workdir .bench
+	$(BIN)/python -m benchmarks.bench --workdir .bench
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m pipelines.bench --workdir .bench --quick
+	$(BIN)/python -m benchmarks.bench --workdir .bench --quick
 
 # Re-resolve the transitive pin set after editing pyproject.toml.
 lock:

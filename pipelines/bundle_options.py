@@ -2,7 +2,7 @@
 
 :func:`apply_bundle` is the one place where a bundle's manifest becomes
 scoring settings. Every file's sha256 is verified first (the model's on the
-local copy that is loaded: :func:`transforms.keras_model.load` checks
+local copy that is loaded: :func:`keras_batch_score.transforms.model.load.load` checks
 ``ModelSpec.sha256``). Settings given explicitly (flags or the YAML config)
 override the bundle's, and the run says so on the console.
 
@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import bundle as bm
-from transforms import model_cache
-from transforms.errors import ConfigError
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.io import model_cache
+from keras_batch_score.transforms.model import bundle as bm
 
 # ScoreConfig fields a bundle fills when they are not set explicitly.
 BUNDLE_SETTINGS = (
@@ -148,7 +148,7 @@ def apply_bundle(config: Any) -> tuple[Any, BundleUse | None]:
         ConfigError: for a bundle in an ensemble, with --model-sha256, or with
             a file whose hash does not match.
     """
-    from pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.postprocess_options import parse_members
 
     members = parse_members(config.model, config.ensemble_weights)
     bundles = [m for m in members if is_bundle(m.path)]

@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import score
-from pipelines.config import ScoreConfig, add_score_arguments, resolve_config
-from transforms import calibration as cal
-from transforms.batch import ScoringBatch
-from transforms.errors import ConfigError, DataError, format_names
-from transforms.publish import resolve_output_file
+from keras_batch_score.pipelines import score
+from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
+from keras_batch_score.transforms.core.batch import ScoringBatch
+from keras_batch_score.transforms.core.errors import ConfigError, DataError, format_names
+from keras_batch_score.transforms.postprocess import calibration as cal
+from keras_batch_score.transforms.run.publish import resolve_output_file
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -101,8 +101,8 @@ class CalibrateOptions:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOptions, list[str], str]:
     """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
-    from pipelines import cli_help
-    from pipelines.config import score_defaults
+    from keras_batch_score.pipelines import cli_help
+    from keras_batch_score.pipelines.config import score_defaults
 
     parser = cli_help.new_parser(
         "calibrate",
@@ -213,7 +213,7 @@ class FitAndWriteDoFn(beam.DoFn):
         self._info = info
 
     def process(self, collected: tuple[np.ndarray, np.ndarray], rows_failed: int):
-        from transforms.reliability import reliability_html
+        from keras_batch_score.transforms.postprocess.reliability import reliability_html
 
         scores, labels = collected
         o = self._options
@@ -294,7 +294,7 @@ def build_pipeline(
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses flags, checks everything, runs the calibration pipeline and returns the fitted dict."""
-    from pipelines import console
+    from keras_batch_score.pipelines import console
 
     config, options, beam_args, verbosity = parse_args(argv)
     console.configure(verbosity)
@@ -350,8 +350,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pipelines.calibrate``."""
-    from pipelines.cli import main as cli_main
+    """Entry point for ``python -m keras_batch_score.pipelines.calibrate``."""
+    from keras_batch_score.pipelines.cli import main as cli_main
 
     return cli_main(["calibrate", *(argv if argv is not None else os.sys.argv[1:])])
 

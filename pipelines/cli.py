@@ -12,15 +12,24 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "score": ("pipelines.score", "Score Parquet or TFRecord data with a Keras model."),
-    "profile": ("pipelines.profile", "Profile reference data (and predictions) for drift checks."),
-    "calibrate": ("pipelines.calibrate", "Fit probability calibration on labelled data."),
+    "score": (
+        "keras_batch_score.pipelines.score",
+        "Score Parquet or TFRecord data with a Keras model.",
+    ),
+    "profile": (
+        "keras_batch_score.pipelines.profile",
+        "Profile reference data (and predictions) for drift checks.",
+    ),
+    "calibrate": (
+        "keras_batch_score.pipelines.calibrate",
+        "Fit probability calibration on labelled data.",
+    ),
     "fit-preprocess": (
-        "pipelines.fit_preprocess",
+        "keras_batch_score.pipelines.fit_preprocess",
         "Fit a preprocessing spec (means, stds, vocabularies) on training data.",
     ),
     "package": (
-        "pipelines.package",
+        "keras_batch_score.pipelines.package",
         "Bundle a model with its feature contract and spec files (bundle.json, sha256s).",
     ),
 }
@@ -53,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from pipelines.about import version_text
+        from keras_batch_score.pipelines.about import version_text
 
         print(version_text())
         return 0
@@ -65,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     verbose = "--verbose" in rest
-    # Quiet TensorFlow before anything imports it; see pipelines.console.
+    # Quiet TensorFlow before anything imports it; see keras_batch_score.pipelines.console.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    from pipelines import console, progress
+    from keras_batch_score.pipelines import console, progress
 
     if not verbose:
         console.hide_beam_option_warnings()
@@ -75,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if line:
         console.echo(line)
 
-    from transforms.drift import DriftDetectedError
-    from transforms.errors import ConfigError, DataError
+    from keras_batch_score.transforms.core.errors import ConfigError, DataError
+    from keras_batch_score.transforms.drift.transforms import DriftDetectedError
 
     module = __import__(COMMANDS[command][0], fromlist=["run"])
     try:

@@ -5,10 +5,10 @@
 * :func:`polish`: readable metavars (``--id-column COLUMN``, not
   ``ID_COLUMNS``) and ``(default: ...)`` on every flag whose default means
   something (the scoring flags keep ``argparse.SUPPRESS`` as their parser
-  default, so their defaults come from :class:`pipelines.config.ScoreConfig`).
+  default, so their defaults come from :class:`keras_batch_score.pipelines.config.ScoreConfig`).
 * :func:`parse_flags`: unknown flags are reported before missing required
   ones, and a stray value (an unquoted glob the shell expanded) gets a hint to
-  quote it (:func:`pipelines.config.split_beam_args`).
+  quote it (:func:`keras_batch_score.pipelines.config.split_beam_args`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from rich_argparse import RawDescriptionRichHelpFormatter
 
-from transforms.errors import ConfigError
+from keras_batch_score.transforms.core.errors import ConfigError
 
 
 class HelpFormatter(RawDescriptionRichHelpFormatter):
@@ -191,7 +191,7 @@ def parse_flags(
         ConfigError: for an unknown flag (with a suggestion), then a stray value
             (with a hint to quote globs), then a missing required flag.
     """
-    from pipelines.config import split_beam_args
+    from keras_batch_score.pipelines.config import split_beam_args
 
     required = [a for a in parser._actions if a.required]
     for action in required:

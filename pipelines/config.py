@@ -15,16 +15,16 @@ import difflib
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from pipelines import (
+from keras_batch_score.pipelines import (
     bundle_options,
     drift_options,
     explain_options,
     output_options,
     postprocess_options,
 )
-from transforms.backends import check_backend
-from transforms.errors import ConfigError
-from transforms.safe_yaml import read_yaml, short_repr
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.safe_yaml import read_yaml, short_repr
+from keras_batch_score.transforms.model.backends import check_backend
 
 DEFAULT_BATCH_SIZE = 16384
 
@@ -37,8 +37,12 @@ class ScoreConfig:
     input: str
     output: str
     input_format: str = "auto"
-    preprocess: Any = None  # spec file path or mapping (transforms.preprocess)
-    tfrecord_features: Any = None  # TFRecord feature spec (transforms.tfrecord); inferred if unset
+    preprocess: Any = (
+        None  # spec file path or mapping (keras_batch_score.transforms.preprocess.spec)
+    )
+    tfrecord_features: Any = (
+        None  # TFRecord feature spec (keras_batch_score.transforms.io.tfrecord); inferred if unset
+    )
     id_columns: list[str] = dataclasses.field(default_factory=list)
     feature_columns: list[str] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -50,7 +54,9 @@ class ScoreConfig:
     reshuffle: bool = False
     progress_seconds: float = 5.0
     precision: str = "float32"
-    backend: str = "keras"  # keras | xla | onnxruntime | litert (transforms.backends)
+    backend: str = (
+        "keras"  # keras | xla | onnxruntime | litert (keras_batch_score.transforms.model.backends)
+    )
     # Drift against a reference profile: see pipelines/drift_options.py and docs/drift.md.
     reference_profile: str | None = None
     fail_on_drift: bool = False
@@ -72,7 +78,7 @@ class ScoreConfig:
     ab_split: dict[str, float] | None = None
     fallback_model: str | None = None
     model_sha256: str | None = None  # pinned model hash (pipelines/bundle_options.py)
-    overwrite: bool = False  # write beside files this tool did not write (transforms.publish)
+    overwrite: bool = False  # write beside files this tool did not write (keras_batch_score.transforms.run.publish)
     # Explanations, OOD scores, adversarial check: see pipelines/explain_options.py.
     explain: str | None = None
     explain_steps: int = explain_options.DEFAULTS["explain_steps"]
@@ -99,7 +105,7 @@ class ScoreConfig:
 
 
 _REQUIRED = ("model", "input", "output")
-REQUIRED_SETTINGS = _REQUIRED  # public name (templates, pipelines.flex_metadata)
+REQUIRED_SETTINGS = _REQUIRED  # public name (templates, keras_batch_score.pipelines.flex_metadata)
 _FIELDS = {f.name: f for f in dataclasses.fields(ScoreConfig)}
 
 
@@ -275,7 +281,7 @@ def score_defaults() -> dict[str, Any]:
 
 
 def load_yaml(path: str) -> dict[str, Any]:
-    """Reads a YAML config file (size and alias limits: :mod:`transforms.safe_yaml`)."""
+    """Reads a YAML config file (size and alias limits: :mod:`keras_batch_score.transforms.core.safe_yaml`)."""
     data = read_yaml(path, "config file")
     if data is None:
         return {}
@@ -295,7 +301,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     """Checks a YAML value against the field type; lists may be given as a scalar or CSV."""
     where = f"{key!r} in {source}"
     if key in ("preprocess", "tfrecord_features"):
-        return value  # validated by transforms.preprocess / transforms.tfrecord at plan time
+        return value  # validated by keras_batch_score.transforms.preprocess.spec / keras_batch_score.transforms.io.tfrecord at plan time
     if key in postprocess_options.FIELDS:
         return postprocess_options.coerce(key, value, where)
     if key in drift_options.FIELDS:

@@ -79,7 +79,7 @@ class _DropBeamOptionWarnings(logging.Filter):
 
     Beam logs them whenever an options object is parsed with flags another
     options class owns (every flag is already checked by
-    :func:`pipelines.config.split_beam_args`, so they tell a user nothing).
+    :func:`keras_batch_score.pipelines.config.split_beam_args`, so they tell a user nothing).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

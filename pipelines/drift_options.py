@@ -1,6 +1,6 @@
 """Scoring flags and config keys of the drift check (``--reference-profile`` and friends).
 
-Kept apart from :mod:`pipelines.config` so the drift settings live next to
+Kept apart from :mod:`keras_batch_score.pipelines.config` so the drift settings live next to
 their documentation; ``config`` calls :func:`add_drift_arguments`,
 :func:`coerce` and :func:`validate`.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from transforms import drift_metrics as dm
-from transforms.errors import ConfigError
-from transforms.safe_yaml import short_repr
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.safe_yaml import short_repr
+from keras_batch_score.transforms.drift import metrics as dm
 
 FIELDS = ("reference_profile", "fail_on_drift", "drift_thresholds", "drift_share")
 

@@ -1,9 +1,9 @@
 """Scoring flags and config keys of explanations, OOD scores and the adversarial check.
 
-Kept apart from :mod:`pipelines.config` (as :mod:`pipelines.drift_options`
+Kept apart from :mod:`keras_batch_score.pipelines.config` (as :mod:`keras_batch_score.pipelines.drift_options`
 is); ``config`` calls :func:`add_explain_arguments`, :func:`coerce` and
-:func:`validate`. What the settings do: :mod:`transforms.explain`,
-:mod:`transforms.ood` and :mod:`transforms.insights`, and docs/postprocessing.md, Explanations.
+:func:`validate`. What the settings do: :mod:`keras_batch_score.transforms.postprocess.explain`,
+:mod:`keras_batch_score.transforms.postprocess.ood` and :mod:`keras_batch_score.transforms.postprocess.insights`, and docs/postprocessing.md, Explanations.
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from transforms.errors import ConfigError
-from transforms.explain import BASELINES, DEFAULT_STEPS, METHODS, REFERENCE_MEAN
-from transforms.safe_yaml import short_repr
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.safe_yaml import short_repr
+from keras_batch_score.transforms.postprocess.explain import (
+    BASELINES,
+    DEFAULT_STEPS,
+    METHODS,
+    REFERENCE_MEAN,
+)
 
 DEFAULTS: dict[str, Any] = {
     "explain": None,

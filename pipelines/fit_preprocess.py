@@ -21,22 +21,27 @@ import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import ConfigError
-from transforms.io import ReadParquetBatches, input_pattern, match_files, read_parquet_schema
-from transforms.preprocess import check_columns, load_spec
-from transforms.preprocess_fit import FitPreprocessSpec
-from transforms.safe_yaml import read_yaml
-from transforms.tfrecord import (
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.safe_yaml import read_yaml
+from keras_batch_score.transforms.io.parquet import (
+    ReadParquetBatches,
+    input_pattern,
+    match_files,
+    read_parquet_schema,
+)
+from keras_batch_score.transforms.io.tfrecord import (
     DEFAULT_PARSE_ROWS,
     ReadTFRecordBatches,
     arrow_schema,
     plan_features,
     resolve_input_format,
 )
+from keras_batch_score.transforms.preprocess.fit import FitPreprocessSpec
+from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    from pipelines import cli_help
+    from keras_batch_score.pipelines import cli_help
 
     parser = cli_help.new_parser(
         "fit-preprocess",
@@ -97,8 +102,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PC
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fits the spec and returns the fitted mapping (also written to ``--output``)."""
-    from pipelines import console
-    from pipelines.score import pipeline_options
+    from keras_batch_score.pipelines import console
+    from keras_batch_score.pipelines.score import pipeline_options
 
     args, beam_args = parse_args(argv)
     console.configure("verbose" if args.verbose else "quiet" if args.quiet else "normal")
@@ -112,6 +117,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import main as cli_main
+    from keras_batch_score.pipelines.cli import main as cli_main
 
     raise SystemExit(cli_main(["fit-preprocess", *__import__("sys").argv[1:]]))

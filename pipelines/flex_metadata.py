@@ -1,13 +1,13 @@
 """Generates the Dataflow Flex Template ``metadata.json`` from the ``batch-score score`` flags.
 
-One template parameter per flag of :func:`pipelines.config.add_score_arguments`:
+One template parameter per flag of :func:`keras_batch_score.pipelines.config.add_score_arguments`:
 the name is the flag with underscores (``--id-column`` -> ``id_column``, which
 ``templates/dataflow/main.py`` maps back), the help text is the flag's, and
 switches, numbers and choices get a validation regex. Regenerate after adding
 or changing a flag (``tests/test_templates.py`` fails until the file matches)::
 
     make flex-metadata
-    # or: python -m pipelines.flex_metadata --output templates/dataflow/metadata.json
+    # or: python -m keras_batch_score.pipelines.flex_metadata --output templates/dataflow/metadata.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.config import REQUIRED_SETTINGS, add_score_arguments
+from keras_batch_score.pipelines.config import REQUIRED_SETTINGS, add_score_arguments
 
 NAME = "keras-batch-score"
 DESCRIPTION = (
@@ -119,7 +119,8 @@ def render() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.flex_metadata", description=__doc__.split("\n", 1)[0]
+        prog="python -m keras_batch_score.pipelines.flex_metadata",
+        description=__doc__.split("\n", 1)[0],
     )
     parser.add_argument("--output", help="Write here (atomically) instead of to stdout.")
     args = parser.parse_args(argv)

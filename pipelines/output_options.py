@@ -1,8 +1,8 @@
 """Flags, YAML keys and checks for output noise, output formats, per-class columns and shadow scoring.
 
-Like :mod:`pipelines.postprocess_options`, every option is both a ``--flag``
+Like :mod:`keras_batch_score.pipelines.postprocess_options`, every option is both a ``--flag``
 and a YAML key of the same name in the flat
-:class:`~pipelines.config.ScoreConfig`. The noise seed is the existing
+:class:`~keras_batch_score.pipelines.config.ScoreConfig`. The noise seed is the existing
 ``--seed``.
 """
 
@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transforms.errors import ConfigError
-from transforms.output_formats import FORMATS
-from transforms.privacy import MECHANISMS
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.io.output_formats import FORMATS
+from keras_batch_score.transforms.postprocess.privacy import MECHANISMS
 
 # ScoreConfig field name -> default. Keep in sync with ScoreConfig.
 FIELDS: dict[str, Any] = {
@@ -32,7 +32,7 @@ FIELDS: dict[str, Any] = {
     "shadow_model": None,
 }
 
-# Settings that need the post-processing step (transforms.postprocess).
+# Settings that need the post-processing step (keras_batch_score.transforms.postprocess.apply).
 POSTPROCESS_KEYS = (
     "output_noise",
     "probability_columns",
@@ -197,7 +197,7 @@ def validate(config: Any) -> None:
         if t is not None and not math.isfinite(t):
             raise ConfigError(f"{_flag('multi_label_threshold')} must be a finite number, got {t}")
     if config.shadow_model:
-        from pipelines.postprocess_options import parse_members
+        from keras_batch_score.pipelines.postprocess_options import parse_members
 
         names = [m.name for m in parse_members(config.model, config.ensemble_weights)]
         if "shadow" in names:
@@ -209,7 +209,7 @@ def validate(config: Any) -> None:
 
 def _refuse_raw_outputs(config: Any) -> None:
     """Output noise cannot cover columns that release un-noised model outputs."""
-    from pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.postprocess_options import parse_members
 
     several = len(parse_members(config.model, config.ensemble_weights)) > 1 and not config.ab_split
     reasons = [
@@ -264,9 +264,12 @@ def plan_fields(
         key_columns: Columns that key each row's noise.
         load_shadow: ``(name, path, role) -> LoadedModel``, checking outputs like a member.
     """
-    from transforms import postprocess as pp
-    from transforms.class_outputs import probability_columns, resolve_thresholds
-    from transforms.privacy import make_spec
+    from keras_batch_score.transforms.postprocess import apply as pp
+    from keras_batch_score.transforms.postprocess.class_outputs import (
+        probability_columns,
+        resolve_thresholds,
+    )
+    from keras_batch_score.transforms.postprocess.privacy import make_spec
 
     fields: dict[str, Any] = {}
     if config.output_noise:
@@ -292,7 +295,7 @@ def plan_fields(
             class_names, config.multi_label_threshold, per_class
         )
     if config.shadow_model:
-        from pipelines.postprocess_options import model_spec
+        from keras_batch_score.pipelines.postprocess_options import model_spec
 
         model = load_shadow("shadow", config.shadow_model, "shadow model")
         fields["shadow"] = pp.MemberRun(

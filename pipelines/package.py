@@ -7,7 +7,7 @@ Usage::
         [--class-names names.txt] [--version LABEL] --output bundle/
 
 The bundle (local or gs://) holds the model, copies of the spec files and
-``bundle.json`` (see :mod:`transforms.bundle`): the ordered feature columns
+``bundle.json`` (see :mod:`keras_batch_score.transforms.model.bundle`): the ordered feature columns
 and the dtypes the model reads them as, the id columns, the version label
 written to the ``model`` column, and the sha256 of every file. ``batch-score
 score --model bundle/`` uses all of it and verifies every hash first.
@@ -28,10 +28,10 @@ import pyarrow as pa
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import bundle as bm
-from transforms import model_cache
-from transforms.errors import ConfigError
-from transforms.keras_model import LoadedModel, ModelSpec, load
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.io import model_cache
+from keras_batch_score.transforms.model import bundle as bm
+from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, load
 
 # Where each spec file goes in the bundle.
 SPEC_NAMES = {
@@ -47,7 +47,7 @@ def _csv(value: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from pipelines import cli_help
+    from keras_batch_score.pipelines import cli_help
 
     parser = cli_help.new_parser(
         "package",
@@ -181,7 +181,7 @@ def plan_features(
 
 def _preprocess_features(model: LoadedModel, spec: Any) -> tuple[bm.Feature, ...]:
     """Columns a preprocessing spec reads, checked against the model on a schema the spec implies."""
-    from transforms.preprocess import plan_preprocess
+    from keras_batch_score.transforms.preprocess.spec import plan_preprocess
 
     fields = []
     for f in spec.features:
@@ -202,7 +202,7 @@ def _preprocess_features(model: LoadedModel, spec: Any) -> tuple[bm.Feature, ...
 
 def _inline_vocab_files(spec_path: str) -> dict[str, Any]:
     """The spec's YAML with every ``vocab_file`` replaced by its vocabulary, so the bundle is self-contained."""
-    from transforms.preprocess import load_spec, read_vocab_file
+    from keras_batch_score.transforms.preprocess.spec import load_spec, read_vocab_file
 
     raw = copy.deepcopy(dict(load_spec(spec_path).raw))
     base = posixpath.dirname(spec_path)
@@ -233,7 +233,7 @@ def _spec_bytes(setting: str, path: str, model: LoadedModel) -> bytes:
     data = _read_bytes(path, setting.replace("_", " ") + " file")
     text = data.decode("utf-8", errors="replace")
     if setting == "calibration":
-        from transforms.calibration import Calibration
+        from keras_batch_score.transforms.postprocess.calibration import Calibration
 
         try:
             Calibration.from_json(text)
@@ -242,7 +242,7 @@ def _spec_bytes(setting: str, path: str, model: LoadedModel) -> bytes:
     elif setting == "reference_profile":
         import json
 
-        from transforms.profile import profile_from_dict
+        from keras_batch_score.transforms.drift.profile_format import profile_from_dict
 
         try:
             profile_from_dict(json.loads(text), path)
@@ -306,7 +306,7 @@ def package(args: argparse.Namespace) -> dict[str, Any]:
     local = model_cache.localize(args.model)
     preprocess_spec = None
     if args.preprocess:
-        from transforms.preprocess import load_spec
+        from keras_batch_score.transforms.preprocess.spec import load_spec
 
         preprocess_spec = load_spec(args.preprocess)
     features = plan_features(model, args.feature_columns, args.id_columns, preprocess_spec)
@@ -363,7 +363,7 @@ def _copy_hashed(src: str, dest: str) -> str:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point of ``batch-score package``."""
-    from pipelines import console
+    from keras_batch_score.pipelines import console
 
     args = parse_args(argv)
     console.configure("verbose" if args.verbose else "quiet" if args.quiet else "normal")

@@ -1,7 +1,7 @@
 """Flags, YAML keys and checks for ensembles, calibration, post-transforms, uncertainty and A/B.
 
-:mod:`pipelines.config` calls into this module (a few hook lines) so the
-scoring configuration stays one flat :class:`~pipelines.config.ScoreConfig`:
+:mod:`keras_batch_score.pipelines.config` calls into this module (a few hook lines) so the
+scoring configuration stays one flat :class:`~keras_batch_score.pipelines.config.ScoreConfig`:
 every option here is both a ``--flag`` and a YAML key of the same name.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.errors import ConfigError
+from keras_batch_score.transforms.core.errors import ConfigError
 
 ENSEMBLE_METHODS = ("mean", "geometric", "median", "vote")
 
@@ -384,7 +384,7 @@ def validate(config: Any) -> None:
 
 def model_spec(config: Any, path: str) -> Any:
     """The ModelSpec of ``path`` with the job's loading options."""
-    from transforms.keras_model import ModelSpec
+    from keras_batch_score.transforms.model.load import ModelSpec
 
     return ModelSpec(
         path=path,
@@ -431,12 +431,12 @@ def plan_postprocess(
             calibration or class-names file that does not fit the model, MC
             dropout on a SavedModel, and so on.
     """
-    from transforms import postprocess as pp
-    from transforms.calibration import Calibration
-    from transforms.keras_model import health_check, load
+    from keras_batch_score.transforms.model.load import health_check, load
+    from keras_batch_score.transforms.postprocess import apply as pp
+    from keras_batch_score.transforms.postprocess.calibration import Calibration
 
     members = parse_members(config.model, config.ensemble_weights)
-    from pipelines import output_options
+    from keras_batch_score.pipelines import output_options
 
     trivial = len(members) == 1 and not any(
         config.__dict__.get(k) for k in FIELDS if k not in ("ensemble", "keep_member_predictions")
@@ -533,7 +533,7 @@ def plan_postprocess(
         raise ConfigError(
             f"'top_k' is {config.top_k}, but the model has only {2 if width == 1 else width} classes"
         )
-    from transforms.schema import LOCATOR_COLUMNS
+    from keras_batch_score.transforms.io.schema import LOCATOR_COLUMNS
 
     extras = output_options.plan_fields(
         config,

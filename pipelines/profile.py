@@ -29,11 +29,9 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import ScoreConfig
-from transforms.errors import ConfigError, format_names
-from transforms.io import input_pattern, match_files
-from transforms.preprocess import check_columns, load_spec
-from transforms.profile import (
+from keras_batch_score.pipelines.config import ScoreConfig
+from keras_batch_score.transforms.core.errors import ConfigError, format_names
+from keras_batch_score.transforms.drift.profile_format import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
     DEFAULT_TOP_K,
@@ -41,14 +39,16 @@ from transforms.profile import (
     ProfileError,
     type_kind,
 )
-from transforms.profiling import BuildProfile, Candidate, ProfileSettings
-from transforms.publish import resolve_output_file
-from transforms.schema import unify_input_schemas
-from transforms.tfrecord import (
+from keras_batch_score.transforms.drift.profiling import BuildProfile, Candidate, ProfileSettings
+from keras_batch_score.transforms.io.parquet import input_pattern, match_files
+from keras_batch_score.transforms.io.schema import unify_input_schemas
+from keras_batch_score.transforms.io.tfrecord import (
     arrow_schema,
     plan_features,
     resolve_input_format,
 )
+from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
+from keras_batch_score.transforms.run.publish import resolve_output_file
 
 DEFAULT_BATCH_ROWS = 16384
 PROFILE_FILE = "profile.json"
@@ -92,7 +92,7 @@ class ProfilePlan:
     candidates: tuple[Candidate, ...]
     skipped: dict[str, str]
     settings: ProfileSettings
-    scoring: Any = None  # pipelines.score.ScoringPlan when --model is given
+    scoring: Any = None  # keras_batch_score.pipelines.score.ScoringPlan when --model is given
     input_format: str = "parquet"
     tfrecord_features: tuple[Any, ...] = ()
     input_schema: pa.Schema | None = None  # the unified schema each table is cast to
@@ -100,7 +100,7 @@ class ProfilePlan:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
     """Parses ``argv`` into (config, Beam flags, verbosity)."""
-    from pipelines import cli_help
+    from keras_batch_score.pipelines import cli_help
 
     p = cli_help.new_parser(
         "profile", "Profile reference data (and a model's predictions on it) for drift checks."
@@ -261,7 +261,7 @@ def plan(config: ProfileConfig) -> ProfilePlan:
     settings = ProfileSettings(config.num_bins, config.top_k, rule)
     scoring = None
     if config.model:
-        from pipelines import score
+        from keras_batch_score.pipelines import score
 
         scoring = score.plan(
             ScoreConfig(
@@ -348,9 +348,9 @@ def plan(config: ProfileConfig) -> ProfilePlan:
 
 def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollection:
     """Adds the profile steps to ``pipeline``; returns the PCollection of the profile dict."""
-    from pipelines import score
-    from transforms.inference import Rebatch
-    from transforms.sources import ReadInput
+    from keras_batch_score.pipelines import score
+    from keras_batch_score.transforms.io.read import ReadInput
+    from keras_batch_score.transforms.model.handler import Rebatch
 
     config = plan.config
     metadata: dict[str, Any] = {
@@ -389,8 +389,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: for any configuration problem, before data is read.
     """
-    from pipelines import console
-    from pipelines.score import pipeline_options
+    from keras_batch_score.pipelines import console
+    from keras_batch_score.pipelines.score import pipeline_options
 
     started = time.time()
     config, beam_args, verbosity = parse_args(argv)
@@ -418,8 +418,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pipelines.profile``."""
-    from pipelines.cli import main as cli_main
+    """Entry point for ``python -m keras_batch_score.pipelines.profile``."""
+    from keras_batch_score.pipelines.cli import main as cli_main
 
     return cli_main(["profile", *(argv if argv is not None else os.sys.argv[1:])])
 

@@ -4,7 +4,7 @@
   model load (``loading model m.keras (keras, 3 inputs) …``); it reads only
   the model's small ``config.json`` or a bundle's manifest.
 * :class:`ProgressMonitor`: polls the progress channel the workers write
-  (:mod:`transforms.progress`) from a thread while ``Pipeline.run()`` blocks,
+  (:mod:`keras_batch_score.transforms.run.progress`) from a thread while ``Pipeline.run()`` blocks,
   and draws a live ``rich`` bar on a terminal (rows done of the total, rows/s,
   ETA, rows failed) or prints a plain line every ``--progress-seconds`` when
   the output is piped (Airflow, CI), then a final 100% line.
@@ -160,7 +160,7 @@ def input_total(files: Sequence[str], input_format: str) -> Total:
 def _tfrecord_estimate(files: Sequence[str]) -> Total:
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.tfrecord import read_first_records
+    from keras_batch_score.transforms.io.tfrecord import read_first_records
 
     if any(f.lower().endswith(".gz") for f in files):
         return Total(None)  # compressed sizes say little about the record count
@@ -238,7 +238,9 @@ class ProgressMonitor:
         return self
 
     def _run(self) -> None:
-        from transforms.progress import read_channel  # imports Beam: not at CLI start
+        from keras_batch_score.transforms.run.progress import (
+            read_channel,  # imports Beam: not at CLI start
+        )
 
         next_line = self._started + self._interval
         tick = (

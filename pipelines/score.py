@@ -3,7 +3,7 @@
 Usage::
 
     batch-score score --model model.keras --input 'data/*.parquet' --output out/ [beam flags]
-    python -m pipelines.score ...   # the same
+    python -m keras_batch_score.pipelines.score ...   # the same
 
 :func:`plan` validates the configuration, the input schema and the model
 before any data is read. :func:`build_pipeline` adds the steps to a Beam
@@ -32,10 +32,10 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines import bundle_options, postprocess_options
-from pipelines.about import absolute_uri, versions
-from pipelines.config import ScoreConfig, add_score_arguments, resolve_config
-from transforms.drift import (
+from keras_batch_score.pipelines import bundle_options, postprocess_options
+from keras_batch_score.pipelines.about import absolute_uri, versions
+from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
+from keras_batch_score.transforms.drift.transforms import (
     ComputeDrift,
     DriftPlan,
     drift_outcome,
@@ -44,9 +44,13 @@ from transforms.drift import (
     report_paths,
     with_shadow_targets,
 )
-from transforms.inference import KerasModelHandler, Rebatch, RunKerasInference
-from transforms.insights import AddInsights, InsightsPlan, add_insight_counts, plan_insights
-from transforms.io import (
+from keras_batch_score.transforms.features.validate import (
+    FeatureLayout,
+    ValidateFeatures,
+    plan_layout,
+)
+from keras_batch_score.transforms.io.output_formats import JsonLayout, prediction_layout
+from keras_batch_score.transforms.io.parquet import (
     ERRORS_PREFIX,
     PREDICTIONS_PREFIX,
     WriteErrors,
@@ -55,28 +59,45 @@ from transforms.io import (
     match_files,
     predictions_schema,
 )
-from transforms.keras_model import ModelSpec, health_check, load
-from transforms.output_formats import JsonLayout, prediction_layout
-from transforms.postprocess import PostprocessPlan, add_model_counts, score_and_postprocess
-from transforms.preprocess import PreprocessFeatures, PreprocessPlan, plan_from_config
-from transforms.progress import CountFailedRows
-from transforms.publish import check_id_columns, check_score_output, discard_staging
-from transforms.schema import (
+from keras_batch_score.transforms.io.read import ReadInput
+from keras_batch_score.transforms.io.schema import (
     LOCATOR_COLUMNS,
     check_locator_names,
     unify_input_schemas,
     with_locator,
 )
-from transforms.shadow import add_shadow_stats, shadow_keys, shadow_pairs
-from transforms.sources import ReadInput
-from transforms.summary import CountRows, FinalizeRun
-from transforms.tfrecord import (
+from keras_batch_score.transforms.io.tfrecord import (
     FeatureSpec,
     arrow_schema,
     plan_features,
     resolve_input_format,
 )
-from transforms.validate import FeatureLayout, ValidateFeatures, plan_layout
+from keras_batch_score.transforms.model.handler import KerasModelHandler, Rebatch, RunKerasInference
+from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
+from keras_batch_score.transforms.model.shadow import add_shadow_stats, shadow_keys, shadow_pairs
+from keras_batch_score.transforms.postprocess.apply import (
+    PostprocessPlan,
+    add_model_counts,
+    score_and_postprocess,
+)
+from keras_batch_score.transforms.postprocess.insights import (
+    AddInsights,
+    InsightsPlan,
+    add_insight_counts,
+    plan_insights,
+)
+from keras_batch_score.transforms.preprocess.spec import (
+    PreprocessFeatures,
+    PreprocessPlan,
+    plan_from_config,
+)
+from keras_batch_score.transforms.run.finalize import CountRows, FinalizeRun
+from keras_batch_score.transforms.run.progress import CountFailedRows
+from keras_batch_score.transforms.run.publish import (
+    check_id_columns,
+    check_score_output,
+    discard_staging,
+)
 
 _LOG = logging.getLogger("keras_batch_score")
 
@@ -103,9 +124,11 @@ class ScoringPlan:
     tfrecord_features: tuple[FeatureSpec, ...] = ()
     preprocess: PreprocessPlan | None = None
     postprocess: PostprocessPlan | None = None  # ensembles, calibration, A/B, ...
-    drift: DriftPlan | None = None  # --reference-profile (transforms.drift)
+    drift: DriftPlan | None = (
+        None  # --reference-profile (keras_batch_score.transforms.drift.transforms)
+    )
     # The launcher's loaded model, kept alive so that an in-process worker reuses it
-    # (see transforms.keras_model.load); never pickled into the pipeline.
+    # (see keras_batch_score.transforms.model.load.load); never pickled into the pipeline.
     loaded_model: Any = dataclasses.field(default=None, compare=False, repr=False)
     row_locator: bool = False  # no id column: outputs carry source_file + row_index
     feature_columns_source: str = "file_order"  # bundle_options.feature_source
@@ -126,7 +149,7 @@ def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
     """Resolves input files, schema, feature layout and model; fails fast with ConfigError.
 
     Reads only Parquet footers and the model file, never data pages. With
-    ``check_output`` the output directory is checked too (transforms.publish).
+    ``check_output`` the output directory is checked too (keras_batch_score.transforms.run.publish).
     """
     config, bundle = bundle_options.apply_bundle(config)  # verifies the bundle's hashes
     files = match_files(config.input)
@@ -294,7 +317,7 @@ def build_pipeline(
         plan: The checked plan.
         started_at: When the run started (epoch seconds; default: now).
         progress_dir: A local directory the workers report scored and failed
-            rows to (:mod:`transforms.progress`); None on remote runners.
+            rows to (:mod:`keras_batch_score.transforms.run.progress`); None on remote runners.
 
     Returns:
         The PCollection holding the run summary dict (written to ``run_summary.json``).
@@ -306,7 +329,9 @@ def build_pipeline(
         plan, kept_columns(plan.passthrough_columns, plan.drift)
     )
     scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
-    if plan.insights is not None:  # attributions, OOD scores, fragility (transforms.insights)
+    if (
+        plan.insights is not None
+    ):  # attributions, OOD scores, fragility (keras_batch_score.transforms.postprocess.insights)
         scored, insight_errors = scored | "Insights" >> AddInsights(plan.insights)
         inference_errors = (inference_errors, insight_errors) | "InsightErrors" >> beam.Flatten()
     errors = (read_errors, validated.errors, inference_errors) | "AllErrors" >> beam.Flatten()
@@ -379,7 +404,7 @@ def build_pipeline(
 
 def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
     """The summary's absolute URIs, versions, runner and bundle (see docs/usage.md, Quick start)."""
-    from pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.postprocess_options import parse_members
 
     facts: dict[str, Any] = {
         "input": absolute_uri(plan.config.input),
@@ -425,8 +450,8 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, list[str], str]:
     """Parses ``argv`` into (config, beam flags, verbosity)."""
-    from pipelines import cli_help
-    from pipelines.config import score_defaults
+    from keras_batch_score.pipelines import cli_help
+    from keras_batch_score.pipelines.config import score_defaults
 
     parser = cli_help.new_parser(
         "score", "Score Parquet or TFRecord data with a Keras model on Apache Beam."
@@ -462,7 +487,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: for any configuration problem, before data is read.
     """
-    from pipelines import console
+    from keras_batch_score.pipelines import console
 
     started_at = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -517,12 +542,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _progress_monitor(scoring_plan: ScoringPlan, options: PipelineOptions, verbosity: str) -> Any:
-    """A started :class:`pipelines.progress.ProgressMonitor` for local runs (None: no progress).
+    """A started :class:`keras_batch_score.pipelines.progress.ProgressMonitor` for local runs (None: no progress).
 
     Remote workers cannot write to the launcher's disk, so jobs the launcher
     does not run itself (Dataflow, remote job servers) get none.
     """
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     runner = (options.view_as(StandardOptions).runner or LOCAL_RUNNER).split(".")[-1]
     local = runner in (LOCAL_RUNNER, "DirectRunner", "BundleBasedDirectRunner") or (
@@ -539,7 +564,7 @@ def echo_console_url(result: Any, options: PipelineOptions) -> None:
     """On Dataflow, prints the job's page in the Cloud console."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from pipelines import console, progress
+    from keras_batch_score.pipelines import console, progress
 
     runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
     job_id = result.job_id() if hasattr(result, "job_id") else None
@@ -569,7 +594,7 @@ def waits_for_job(options: PipelineOptions) -> bool:
 def _submitted(
     result: Any, options: PipelineOptions, scoring_plan: ScoringPlan, summary_path: str
 ) -> dict[str, Any]:
-    from pipelines import console
+    from keras_batch_score.pipelines import console
 
     job_id = result.job_id() if hasattr(result, "job_id") else None
     info = {
@@ -595,8 +620,8 @@ def _read_summary(path: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pipelines.score``."""
-    from pipelines.cli import main as cli_main
+    """Entry point for ``python -m keras_batch_score.pipelines.score``."""
+    from keras_batch_score.pipelines.cli import main as cli_main
 
     return cli_main(["score", *(argv if argv is not None else sys.argv[1:])])
 

@@ -25,8 +25,8 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines import score
-from pipelines.config import REQUIRED_SETTINGS
+from keras_batch_score.pipelines import score
+from keras_batch_score.pipelines.config import REQUIRED_SETTINGS
 from tests import deploy_support as ds
 from tests import util
 

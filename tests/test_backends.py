@@ -14,15 +14,15 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.config import add_score_arguments, resolve_config
+from keras_batch_score.pipelines.cli import main as cli_main
+from keras_batch_score.pipelines.config import add_score_arguments, resolve_config
+from keras_batch_score.transforms.core.errors import ConfigError, ModelError
+from keras_batch_score.transforms.model import backends
+from keras_batch_score.transforms.model.backends import litert as litert_backend
+from keras_batch_score.transforms.model.backends import onnx as onnx_backend
+from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
 from tests import test_model_zoo as zoo
 from tests import util
-from transforms import backends
-from transforms.backends import litert as litert_backend
-from transforms.backends import onnx as onnx_backend
-from transforms.errors import ConfigError, ModelError
-from transforms.keras_model import ModelSpec, health_check, load
 
 keras = util.keras
 tf = util.import_tensorflow()
@@ -72,7 +72,7 @@ def saved(tmp_path_factory):
 
 
 def backends_cache_env() -> str:
-    from transforms.model_cache import CACHE_ENV
+    from keras_batch_score.transforms.io.model_cache import CACHE_ENV
 
     return CACHE_ENV
 
@@ -308,7 +308,7 @@ def test_cli_refuses_float16_on_cpu(saved, tmp_path, capsys):
 
 
 def test_bench_backend_table_reports_speed_and_difference(tmp_path, monkeypatch):
-    from pipelines import bench
+    from benchmarks import bench
 
     monkeypatch.setenv(backends_cache_env(), str(tmp_path / "cache"))
     _, model_path = bench.prepare_w1(tmp_path, 1000)

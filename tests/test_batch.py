@@ -6,8 +6,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.batch import ScoringBatch, concat_features, slice_table, split_rows
-from transforms.coders import ArrowTableCoder, ScoringBatchCoder, batch_nbytes
+from keras_batch_score.transforms.core.batch import (
+    ScoringBatch,
+    concat_features,
+    slice_table,
+    split_rows,
+)
+from keras_batch_score.transforms.core.coders import (
+    ArrowTableCoder,
+    ScoringBatchCoder,
+    batch_nbytes,
+)
 
 
 def _batch(n: int = 10) -> ScoringBatch:

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.cli import main
+from keras_batch_score.pipelines.cli import main
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.model import bundle as bm
 from tests import util
-from transforms import bundle as bm
-from transforms.errors import ConfigError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
@@ -431,8 +431,8 @@ def test_check_schema_kinds():
 def test_feature_source_names_where_the_list_came_from():
     from types import SimpleNamespace
 
-    from pipelines.bundle_options import BundleUse, feature_source
-    from transforms.keras_model import TensorInfo
+    from keras_batch_score.pipelines.bundle_options import BundleUse, feature_source
+    from keras_batch_score.transforms.model.load import TensorInfo
 
     one = [TensorInfo("x", (3,), "float32")]
     two = [TensorInfo("a", (), "float32"), TensorInfo("b", (), "float32")]

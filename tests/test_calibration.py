@@ -10,7 +10,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 
-from transforms import calibration as cal
+from keras_batch_score.transforms.postprocess import calibration as cal
 
 
 def _softmax(z):
@@ -179,7 +179,7 @@ def test_bad_labels_and_width_mismatch():
 
 
 def test_reliability_html_for_extreme_bins():
-    from transforms.reliability import reliability_html
+    from keras_batch_score.transforms.postprocess.reliability import reliability_html
 
     p = np.array([0.0, 0.02, 0.97, 1.0, 0.5, 0.55])
     y = np.array([0, 0, 0, 0, 1, 0])  # bins with accuracy 0 and confidence 0 or 1

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.cli import main
+from keras_batch_score.pipelines.cli import main
 from tests.util import feature_table, mlp, write_parquet
 
 

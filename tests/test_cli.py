@@ -14,7 +14,7 @@ from importlib import metadata
 
 import pytest
 
-from pipelines import cli
+from keras_batch_score.pipelines import cli
 from tests import util
 
 BIN = os.path.join(os.path.dirname(sys.executable), "batch-score")
@@ -54,7 +54,14 @@ def helps() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def parsers() -> dict[str, argparse.ArgumentParser]:
     """Each command's parser, captured when it is polished (before any parsing)."""
-    from pipelines import calibrate, cli_help, fit_preprocess, package, profile, score
+    from keras_batch_score.pipelines import (
+        calibrate,
+        cli_help,
+        fit_preprocess,
+        package,
+        profile,
+        score,
+    )
 
     captured: dict[str, argparse.ArgumentParser] = {}
     original = cli_help.polish
@@ -229,7 +236,7 @@ def test_unquoted_glob_gets_a_hint_to_quote_it(capsys, tmp_path, command, extra)
 def test_beam_discarding_args_warning_is_hidden(caplog):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines import console
+    from keras_batch_score.pipelines import console
 
     beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
     saved = beam_logger.level, list(beam_logger.filters)

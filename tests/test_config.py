@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from pipelines import cli, score
+from keras_batch_score.pipelines import cli, score
 from tests import util
 
 

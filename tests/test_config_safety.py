@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import load_yaml, split_beam_args
-from transforms.errors import ConfigError
+from keras_batch_score.pipelines.config import load_yaml, split_beam_args
+from keras_batch_score.transforms.core.errors import ConfigError
 
 BOMB = """
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -42,7 +42,7 @@ def test_a_few_aliases_still_load(tmp_path):
 
 
 def test_wrong_type_error_does_not_format_the_whole_value(tmp_path):
-    from pipelines.cli import main
+    from keras_batch_score.pipelines.cli import main
 
     path = tmp_path / "c.yaml"
     path.write_text("batch_size: [" + ", ".join(["123456789"] * 5000) + "]\n")

@@ -9,8 +9,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
-from transforms import drift_metrics as dm
-from transforms.errors import ConfigError
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.drift import metrics as dm
 
 REF = np.array([10, 20, 30, 40])
 CUR = np.array([40, 30, 20, 10])

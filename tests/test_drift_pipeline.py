@@ -16,11 +16,11 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from scipy.stats import wasserstein_distance
 
-from pipelines import cli, profile, score
+from keras_batch_score.pipelines import cli, profile, score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.drift import transforms as drift
+from keras_batch_score.transforms.drift.profiling import KLL_K
 from tests import browser, util
-from transforms import drift
-from transforms.errors import ConfigError
-from transforms.profiling import KLL_K
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 N_REF = 4000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms import ensemble
+from keras_batch_score.transforms.postprocess import ensemble
 
 
 @pytest.fixture

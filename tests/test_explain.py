@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import cli, profile, score
+from keras_batch_score.pipelines import cli, profile, score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, load
+from keras_batch_score.transforms.postprocess import explain
 from tests import util
-from transforms import explain
-from transforms.errors import ConfigError
-from transforms.keras_model import ModelSpec, TensorInfo, load
 
 keras = util.keras
 tf = util.import_tensorflow()
@@ -297,7 +297,7 @@ def test_explain_output_errors():
 def test_settings_from_yaml(tmp_path):
     import argparse
 
-    from pipelines.config import add_score_arguments, resolve_config
+    from keras_batch_score.pipelines.config import add_score_arguments, resolve_config
 
     path = tmp_path / "job.yaml"
     path.write_text(

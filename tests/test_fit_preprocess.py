@@ -11,8 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from transforms.preprocess import load_spec
-from transforms.preprocess_fit import Moments, batch_stats, fitted_spec, merge_stats
+from keras_batch_score.transforms.preprocess.fit import (
+    Moments,
+    batch_stats,
+    fitted_spec,
+    merge_stats,
+)
+from keras_batch_score.transforms.preprocess.spec import load_spec
 
 RNG = np.random.default_rng(3)
 
@@ -108,7 +113,7 @@ def test_fitted_spec_in_process_matches_numpy():
 
 
 def test_fit_preprocess_pipeline_then_score(tmp_path):
-    from pipelines import fit_preprocess
+    from keras_batch_score.pipelines import fit_preprocess
 
     table = _data(900)
     pq.write_table(table.slice(0, 500), tmp_path / "a.parquet", row_group_size=200)
@@ -124,7 +129,7 @@ def test_fit_preprocess_pipeline_then_score(tmp_path):
 
 
 def test_cli_lists_fit_preprocess(capsys):
-    from pipelines.cli import main
+    from keras_batch_score.pipelines.cli import main
 
     assert main([]) == 2
     assert "fit-preprocess" in capsys.readouterr().out
@@ -133,8 +138,8 @@ def test_cli_lists_fit_preprocess(capsys):
 def test_fit_preprocess_on_tfrecord(tmp_path):
     import tensorflow as tf
 
-    from pipelines import fit_preprocess
-    from transforms.tfrecord import example_bytes
+    from keras_batch_score.pipelines import fit_preprocess
+    from keras_batch_score.transforms.io.tfrecord import example_bytes
 
     x = RNG.normal(3, 2, 300)
     words = RNG.choice(["up", "down", "left"], 300, p=[0.5, 0.3, 0.2])

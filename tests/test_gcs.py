@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import profile, score
+from keras_batch_score.pipelines import profile, score
+from keras_batch_score.transforms.model import load as keras_model
 from tests import deploy_support as ds
 from tests import util
-from transforms import keras_model
 
 BUCKET = "kbs-test"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.cli import main
+from keras_batch_score.pipelines.cli import main
 from tests import util
 from tests.inference_objects import SENTINEL
 
@@ -157,7 +157,7 @@ def _beam_dead_letter(exc: BaseException) -> tuple:
 
 
 def test_failure_reason_reads_beams_dead_letter_tuple():
-    from transforms import row_failures as rf
+    from keras_batch_score.transforms.model import row_failures as rf
 
     try:
         tf.debugging.assert_none_equal(tf.constant([1.0, 999.0]), 999.0, message="boom here")
@@ -178,8 +178,8 @@ def test_failure_reason_reads_beams_dead_letter_tuple():
 
 
 def test_dead_letter_batches_become_one_line_errors():
-    from transforms.batch import ScoringBatch
-    from transforms.inference import dead_letter_rows
+    from keras_batch_score.transforms.core.batch import ScoringBatch
+    from keras_batch_score.transforms.model.handler import dead_letter_rows
 
     batch = ScoringBatch(table=pa.table({"id": [1, 2]}), features={"x": np.zeros((2, 1))})
     failed = list(dead_letter_rows(([batch, batch], _beam_dead_letter(ValueError("bad\nmore")))))
@@ -191,8 +191,8 @@ def test_beam_dead_letter_output_becomes_one_line_errors_in_a_pipeline():
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.batch import ScoringBatch
-    from transforms.inference import KerasModelHandler, RunKerasInference
+    from keras_batch_score.transforms.core.batch import ScoringBatch
+    from keras_batch_score.transforms.model.handler import KerasModelHandler, RunKerasInference
 
     class Dummy:  # Beam's Shared needs a weak-referenceable model
         pass
@@ -238,7 +238,7 @@ def _flaky_predict(bad_rows: set[int], calls: list[int]):
     ("n", "bad"), [(1, {0}), (300, {7}), (1000, {0, 1, 999}), (4096, set(range(0, 4096, 300)))]
 )
 def test_bisection_isolates_exactly_the_failing_rows(n, bad):
-    from transforms import row_failures as rf
+    from keras_batch_score.transforms.model import row_failures as rf
 
     calls: list[int] = []
     features = {"id": np.arange(n)}
@@ -252,7 +252,7 @@ def test_bisection_isolates_exactly_the_failing_rows(n, bad):
 
 
 def test_bisection_is_bounded_when_every_row_fails():
-    from transforms import row_failures as rf
+    from keras_batch_score.transforms.model import row_failures as rf
 
     calls: list[int] = []
     n = 16384
@@ -263,9 +263,9 @@ def test_bisection_is_bounded_when_every_row_fails():
 
 
 def test_handler_splits_failed_rows_back_to_their_batches():
-    from transforms.batch import ScoringBatch
-    from transforms.inference import KerasModelHandler
-    from transforms.keras_model import LoadedModel, TensorInfo
+    from keras_batch_score.transforms.core.batch import ScoringBatch
+    from keras_batch_score.transforms.model.handler import KerasModelHandler
+    from keras_batch_score.transforms.model.load import LoadedModel, TensorInfo
 
     def call(tensors):
         x = np.asarray(tensors["x"])
@@ -344,7 +344,7 @@ def test_non_finite_outputs_are_named_on_multi_output_models(tmp_path):
     table = _table(500, seed=5, f0={10: 100.0, 20: 100.0}, f1={20: 100.0, 30: 100.0})
     assert _score(tmp_path, table, path) == 0
     errors = {_row_id(e): e["reason"] for e in util.read_errors(tmp_path / "out")}
-    from transforms.keras_model import ModelSpec, load
+    from keras_batch_score.transforms.model.load import ModelSpec, load
 
     names = [info.name for info in load(ModelSpec(path)).outputs]  # checked in this order
     first = "score" if names.index("score") < names.index("aux") else "aux"

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from scipy.optimize import minimize_scalar
 
+from keras_batch_score.transforms.io.tfrecord import example_bytes
 from tests import util
-from transforms.tfrecord import example_bytes
 
 MEAN, STD = 2.0, 3.0
 
@@ -69,7 +69,7 @@ def _platt_reference(p: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("source", ["parquet", "tfrecord"])
 def test_calibrate_with_a_preprocessing_spec(tmp_path, labelled, source):
-    from pipelines import calibrate
+    from keras_batch_score.pipelines import calibrate
 
     result = calibrate.run(
         ["--model", labelled["model"], "--input", labelled[source], "--preprocess",
@@ -83,7 +83,7 @@ def test_calibrate_with_a_preprocessing_spec(tmp_path, labelled, source):
 
 @pytest.mark.parametrize("source", ["parquet", "tfrecord"])
 def test_profile_with_a_model_and_a_preprocessing_spec(tmp_path, labelled, source):
-    from pipelines import profile
+    from keras_batch_score.pipelines import profile
 
     doc = profile.run(
         ["--model", labelled["model"], "--input", labelled[source], "--preprocess",
@@ -99,7 +99,7 @@ def test_profile_with_a_model_and_a_preprocessing_spec(tmp_path, labelled, sourc
 
 
 def test_profile_takes_a_tfrecord_feature_spec(tmp_path, labelled):
-    from pipelines import profile
+    from keras_batch_score.pipelines import profile
 
     spec = {"tfrecord_features": {"id": {"dtype": "int"}, "f0": {"dtype": "float"}}}
     (tmp_path / "tf.yaml").write_text(yaml.safe_dump(spec))

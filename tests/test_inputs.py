@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.cli import main
+from keras_batch_score.pipelines.cli import main
 from tests.util import (
     feature_table,
     keras_reference,
@@ -108,7 +108,7 @@ def test_incompatible_types_name_file_column_and_both_types(tmp_path, model_path
 
 
 def test_format_names_cuts_long_lists():
-    from transforms.errors import format_names
+    from keras_batch_score.transforms.core.errors import format_names
 
     assert format_names(["a", "b"]) == "['a', 'b']"
     names = [f"c{i}" for i in range(25)]
@@ -132,7 +132,7 @@ def _write_tfrecord(path, records) -> str:
 def test_tfrecord_record_of_wrong_type_is_a_row_error(tmp_path, capsys):
     import keras
 
-    from transforms.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord import example_bytes
 
     rng = np.random.default_rng(0)
     n = 150
@@ -167,7 +167,11 @@ def test_tfrecord_record_of_wrong_type_is_a_row_error(tmp_path, capsys):
 
 
 def test_parse_examples_located_bisects_only_the_failing_batch():
-    from transforms.tfrecord import FeatureSpec, example_bytes, parse_examples_located
+    from keras_batch_score.transforms.io.tfrecord import (
+        FeatureSpec,
+        example_bytes,
+        parse_examples_located,
+    )
 
     specs = (FeatureSpec("id", "int"), FeatureSpec("a", "float"))
     records = [example_bytes({"id": i, "a": float(i)}) for i in range(40)]
@@ -218,7 +222,7 @@ def test_row_locator_joins_predictions_and_errors_back_to_input_rows(tmp_path, m
 def test_row_locator_for_tfrecord(tmp_path):
     import keras
 
-    from transforms.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord import example_bytes
 
     rng = np.random.default_rng(1)
     inp = keras.Input((1,))
@@ -252,7 +256,7 @@ def test_locator_column_name_collision_is_refused(tmp_path, model_path, capsys):
 
 
 def test_unify_by_name_widens_and_records_conflicts():
-    from transforms.schema import cast_table, unify
+    from keras_batch_score.transforms.io.schema import cast_table, unify
 
     s1 = pa.schema([("id", pa.int32()), ("a", pa.float32()), ("s", pa.string()), ("v", pa.list_(pa.float32(), 2))])  # fmt: skip
     s2 = pa.schema([("v", pa.list_(pa.float64(), 2)), ("a", pa.int64()), ("id", pa.int64()), ("s", pa.int64()), ("only2", pa.int8())])  # fmt: skip

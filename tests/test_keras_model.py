@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from keras_batch_score.transforms.core.errors import ModelError
+from keras_batch_score.transforms.model.load import (
+    ModelSpec,
+    health_check,
+    load,
+    resolve_custom_objects,
+)
 from tests import util
-from transforms.errors import ModelError
-from transforms.keras_model import ModelSpec, health_check, load, resolve_custom_objects
 
 keras = util.keras
 tf = util.import_tensorflow()

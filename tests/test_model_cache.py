@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from pipelines.cli import main
+from keras_batch_score.pipelines.cli import main
+from keras_batch_score.transforms.io import model_cache
 from tests import test_gcs, util
-from transforms import model_cache
 
 gcs = test_gcs.gcs  # the emulator fixture (module scope here)
 BUCKET = test_gcs.BUCKET
@@ -102,7 +102,7 @@ def test_scoring_after_the_model_is_replaced_uses_the_new_model(gcs, tmp_path, m
 
 def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys):
     """package -> gs:// bundle; score it; a replaced model object is refused by its hash."""
-    from transforms import bundle as bm
+    from keras_batch_score.transforms.model import bundle as bm
 
     monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path / "cache"))
     table = util.feature_table(200, 3, seed=4)

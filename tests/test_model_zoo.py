@@ -24,13 +24,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.cli import main as cli_main
+from keras_batch_score.pipelines.cli import main as cli_main
+from keras_batch_score.transforms.core.errors import ModelError
+from keras_batch_score.transforms.features.validate import (
+    assemble_features,
+    plan_layout,
+    rejected_rows_table,
+)
+from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, health_check, load
 from tests import test_gcs, util
 from tests.test_gcs import gcs  # noqa: F401  (the GCS emulator fixture)
 from tests.zoo_objects import ZooMLP, ZooTwoTower
-from transforms.errors import ModelError
-from transforms.keras_model import ModelSpec, TensorInfo, health_check, load
-from transforms.validate import assemble_features, plan_layout, rejected_rows_table
 
 keras = util.keras
 tf = util.import_tensorflow()
@@ -481,7 +485,7 @@ def test_unknown_length_takes_the_fixed_size_list_width():
     assert layout.bindings[0].shape == (3, 2)
     got = assemble_features(fixed, layout)
     np.testing.assert_array_equal(got.features["s"], values.reshape(4, 3, 2))
-    from transforms.errors import ConfigError
+    from keras_batch_score.transforms.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot take the 6 values per row"):
         plan_layout(fixed.schema, [TensorInfo("s", (None, 4), "float32")])
@@ -501,7 +505,7 @@ def test_dictionary_encoded_strings_feed_string_inputs():
 def test_validate_dofn_splits_off_non_integer_rows():
     from apache_beam import pvalue
 
-    from transforms.validate import ValidateDoFn
+    from keras_batch_score.transforms.features.validate import ValidateDoFn
 
     table = pa.table({"id": pa.array([10, 11, 12], pa.int64()), "tok": pa.array([1.0, 1.5, 2.0])})
     layout = plan_layout(table.schema, [TensorInfo("tokens", (1,), "int64")], id_columns=["id"])
@@ -521,7 +525,7 @@ def test_validate_dofn_splits_off_non_integer_rows():
 
 
 def test_string_and_number_mismatches_are_config_errors():
-    from transforms.errors import ConfigError
+    from keras_batch_score.transforms.core.errors import ConfigError
 
     schema = pa.schema([("word", pa.string()), ("x", pa.float32())])
     with pytest.raises(ConfigError, match="feature column 'word' has type string"):

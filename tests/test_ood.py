@@ -8,10 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import cli, profile, score
+from keras_batch_score.pipelines import cli, profile, score
+from keras_batch_score.transforms.drift.profile_format import (
+    CategoricalStats,
+    NumericStats,
+    Profile,
+)
+from keras_batch_score.transforms.postprocess import ood
 from tests import util
-from transforms import ood
-from transforms.profile import CategoricalStats, NumericStats, Profile
 
 keras = util.keras
 

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import score
+from keras_batch_score.pipelines import score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.postprocess import class_outputs
 from tests import util
-from transforms import class_outputs
-from transforms.errors import ConfigError
 
 keras = util.keras
 tf = util.import_tensorflow()
@@ -274,7 +274,7 @@ def test_multi_label_needs_one_sigmoid_per_class(job, tmp_path):
 
 
 def test_json_lines_write_nan_as_null_and_keep_row_order():
-    from transforms.output_formats import JsonLayout, json_lines
+    from keras_batch_score.transforms.io.output_formats import JsonLayout, json_lines
 
     table = pa.table(
         {
@@ -320,7 +320,7 @@ INTS = {"id", "flag", "ints"}
 
 
 def test_columnar_example_encoder_matches_tensorflow():
-    from transforms.example_encoder import serialize_examples
+    from keras_batch_score.transforms.io.example_encoder import serialize_examples
 
     long_text = "x" * 300  # a length that needs a 2-byte varint
     table = pa.table(
@@ -362,7 +362,7 @@ def test_columnar_example_encoder_matches_tensorflow():
 
 
 def test_json_values_round_trip_through_json_loads():
-    from transforms.output_formats import json_values
+    from keras_batch_score.transforms.io.output_formats import json_values
 
     texts = ["plain", 'quote " and \\ backslash', "new\nline\ttab\x00nul\x1f", "ünï €", "", None]
     floats = np.array([0.37759227, 1e30, -0.0, 2.0, 1e-5, 3.4e38], np.float32)

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, score
+from keras_batch_score.pipelines import cli, score
+from keras_batch_score.transforms.core.errors import ReconciliationError
 from tests import util
 from tests.test_gcs import BUCKET, gcs  # noqa: F401  (the GCS emulator fixture)
-from transforms.errors import ReconciliationError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 N_ROWS = 300
@@ -147,11 +147,13 @@ def test_failed_run_changes_nothing_published(env, tmp_path, capsys, monkeypatch
     before = _snapshot(out)
     assert {"drift.json", "drift.html", "run_summary.json"} <= set(before)
     if failure == "reconcile":
-        monkeypatch.setattr("transforms.summary.reconcile", _fail_reconcile)
+        monkeypatch.setattr("keras_batch_score.transforms.run.finalize.reconcile", _fail_reconcile)
     elif failure == "summary_write":
-        monkeypatch.setattr("transforms.summary.write_json", _fail_summary_write)
+        monkeypatch.setattr(
+            "keras_batch_score.transforms.run.finalize.write_json", _fail_summary_write
+        )
     else:  # a rename fails after the old files were moved away and some new ones moved in
-        from transforms import publish
+        from keras_batch_score.transforms.run import publish
 
         real, failed = publish.move_file, []
 
@@ -161,7 +163,7 @@ def test_failed_run_changes_nothing_published(env, tmp_path, capsys, monkeypatch
                 raise OSError(errno.EIO, "Input/output error", target)
             real(source, target)
 
-        monkeypatch.setattr("transforms.publish.move_file", flaky)
+        monkeypatch.setattr("keras_batch_score.transforms.run.publish.move_file", flaky)
     # The failed run has one shard, no drift report: anything published would show.
     code, err = _run(capsys, _score(env, out, "--num-shards", "1"))
     assert code == 1
@@ -338,7 +340,7 @@ def test_calibrate_and_profile_check_the_output_before_reading(
     env, labelled, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(score, "read_input", _no_data_read)
-    monkeypatch.setattr("transforms.sources.ReadInput.expand", _no_data_read)
+    monkeypatch.setattr("keras_batch_score.transforms.io.read.ReadInput.expand", _no_data_read)
     a_file = tmp_path / "taken"
     a_file.write_text("x")
     a_dir = tmp_path / "dir.json"

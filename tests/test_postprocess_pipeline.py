@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import score
+from keras_batch_score.pipelines import score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.postprocess import apply as pp
+from keras_batch_score.transforms.postprocess import calibration as cal
 from tests import util
-from transforms import calibration as cal
-from transforms import postprocess as pp
-from transforms.errors import ConfigError
 
 keras = util.keras
 tf = util.import_tensorflow()
@@ -159,7 +159,7 @@ def labelled(tmp_path_factory):
 
 
 def test_calibrate_then_score_with_calibration_and_top_k(tmp_path, labelled):
-    from pipelines import calibrate
+    from keras_batch_score.pipelines import calibrate
 
     table, path, student, model_path = labelled
     out_json = tmp_path / "calib" / "calib.json"
@@ -297,7 +297,7 @@ def test_bad_calibration_and_class_names_fail_at_startup(tmp_path, data):
 
 
 def _loaded(model: keras.Model, path) -> object:
-    from transforms.keras_model import ModelSpec, load
+    from keras_batch_score.transforms.model.load import ModelSpec, load
 
     model.save(path)
     return load(ModelSpec(str(path)))
@@ -402,7 +402,7 @@ def test_ab_route_shares_on_100k_rows_and_batching_invariance(kind):
 
 def test_ab_route_is_stable_across_processes():
     code = (
-        "import numpy as np, pyarrow as pa; from transforms.postprocess import route;"
+        "import numpy as np, pyarrow as pa; from keras_batch_score.transforms.postprocess.apply import route;"
         "t = pa.table({'id': [f'user-{i}' for i in range(2000)], 'n': np.arange(2000)});"
         "print(''.join(map(str, route(t, ['id', 'n'], [0.5, 0.5]))))"
     )
@@ -519,7 +519,7 @@ def test_fallback_scores_batches_the_primary_fails_on(tmp_path):
 def test_members_from_flags_and_yaml(tmp_path):
     import yaml
 
-    from pipelines.postprocess_options import Member
+    from keras_batch_score.pipelines.postprocess_options import Member
 
     cfg = tmp_path / "job.yaml"
     cfg.write_text(
@@ -537,7 +537,7 @@ def test_members_from_flags_and_yaml(tmp_path):
         )
     )
     config, _, _ = score.parse_args(["--config", str(cfg)])
-    from pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.postprocess_options import parse_members
 
     assert parse_members(config.model, config.ensemble_weights) == [
         Member("big", "gs://b/big.keras", 3.0),
@@ -584,7 +584,7 @@ def test_bad_options_are_config_errors(flags, message):
 
 
 def test_fallback_logs_each_distinct_error_once(caplog):
-    from transforms.inference import FailedRows
+    from keras_batch_score.transforms.model.handler import FailedRows
 
     fn = pp.ToFallbackDoFn()
     fn.setup()
@@ -611,7 +611,7 @@ def test_fallback_logs_each_distinct_error_once(caplog):
 
 
 def test_calibrate_an_ensemble_uses_the_combined_output(tmp_path, labelled):
-    from pipelines import calibrate
+    from keras_batch_score.pipelines import calibrate
 
     table, path, student, model_path = labelled
     other = _classifier(8)

@@ -1,4 +1,4 @@
-"""The background reader and writer (transforms/prefetch.py) and their use in transforms/io.py.
+"""The background reader and writer (transforms/io/prefetch.py) and their use in transforms/io/parquet.py.
 
 Checked: results keep their order, every row is read and written exactly once,
 the queues are bounded, and an exception on a background thread reaches the
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.utils.windowed_value import WindowedValue
 
+from keras_batch_score.transforms.io import parquet as tio
+from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead
 from tests.util import write_parquet
-from transforms import io as tio
-from transforms.prefetch import BackgroundWriter, ReadAhead
 
 
 def test_read_ahead_keeps_input_order_and_tags():

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from transforms import preprocess_ops as ops
+from keras_batch_score.transforms.preprocess import ops
 
 RNG = np.random.default_rng(7)
 

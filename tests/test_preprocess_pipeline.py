@@ -14,9 +14,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from transforms.errors import ConfigError
-from transforms.keras_model import TensorInfo
-from transforms.preprocess import BatchPreprocessor, load_spec, plan_preprocess
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.preprocess.spec import (
+    BatchPreprocessor,
+    load_spec,
+    plan_preprocess,
+)
 
 RNG = np.random.default_rng(11)
 CITIES = ["paris", "rome", "oslo"]
@@ -160,7 +164,7 @@ def test_plan_checks_shapes_and_fitting():
 def test_score_with_spec_end_to_end(tmp_path):
     import keras
 
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     table = _table(400)
     age = table["age"].to_pylist()
@@ -242,7 +246,7 @@ def test_image_spec_rejects_undecodable_and_null_images():
 
 
 def test_inline_preprocess_section_in_config(tmp_path):
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     table = _table(120)
     pq.write_table(table, tmp_path / "in.parquet")
@@ -261,7 +265,7 @@ def test_inline_preprocess_section_in_config(tmp_path):
 
 
 def test_model_shape_mismatch_fails_before_reading(tmp_path):
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     pq.write_table(_table(10), tmp_path / "in.parquet")
     spec = yaml.safe_load(yaml.safe_dump(SPEC))

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 from scipy import optimize, stats
 
-from pipelines import score
+from keras_batch_score.pipelines import score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.postprocess import privacy
 from tests import util
-from transforms import privacy
-from transforms.errors import ConfigError
 
 keras = util.keras
 N_FEATURES = 4
@@ -253,7 +253,7 @@ def test_cli_bad_epsilon_is_one_error_line_exit_2(tmp_path):
         [
             sys.executable,
             "-m",
-            "pipelines.cli",
+            "keras_batch_score.pipelines.cli",
             "score",
             *_args("--output-noise", "laplace", "--epsilon", "-1", "--sensitivity", "1"),
         ],

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import cli, profile
+from keras_batch_score.pipelines import cli, profile
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.drift import profile_format as prof
+from keras_batch_score.transforms.drift.profiling import KLL_K, Candidate, KindRule, SketchFn
 from tests import util
-from transforms import profile as prof
-from transforms.errors import ConfigError
-from transforms.profiling import KLL_K, Candidate, KindRule, SketchFn
 
 N = 3000
 # The KLL sketch's bin-mass error bound (99% confidence) for k = KLL_K, plus rounding.
@@ -281,7 +281,7 @@ def test_sketch_merge_is_associative():
 
 
 def test_profile_reads_tfrecord(tmp_path):
-    from transforms.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord import example_bytes
 
     tf = util.import_tensorflow()
     rng = np.random.default_rng(6)

@@ -2,7 +2,7 @@
 
 The profile's edges and bin counts come from a KLL sketch, so they are
 checked against the exact numpy figures within the sketch's documented error
-(:data:`transforms.profiling.KLL_K`); the drift accumulator's counts are exact
+(:data:`keras_batch_score.transforms.drift.profiling.KLL_K`); the drift accumulator's counts are exact
 and must equal a straightforward numpy computation.
 """
 
@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import profile
-from tests import util
-from transforms import drift
-from transforms.batch import ScoringBatch
-from transforms.profiling import (
+from keras_batch_score.pipelines import profile
+from keras_batch_score.transforms.core.batch import ScoringBatch
+from keras_batch_score.transforms.drift import transforms as drift
+from keras_batch_score.transforms.drift.profiling import (
     KLL_K,
     Candidate,
     ColumnSketch,
@@ -31,6 +30,7 @@ from transforms.profiling import (
     largest_remainder,
     numeric_stats,
 )
+from tests import util
 
 RANK_ERROR = datasketches.kll_doubles_sketch.get_normalized_rank_error(KLL_K, False)
 PMF_ERROR = datasketches.kll_doubles_sketch.get_normalized_rank_error(KLL_K, True)
@@ -216,7 +216,8 @@ def test_accumulator_pickles_compactly_and_merges():
 def test_demo_shift_flags_exactly_the_shifted_features(tmp_path):
     """(c): the demo's "next month" slice (the ten worst_* features + 1 training std)
     against the sketched profile of the training split flags those ten and no others."""
-    from pipelines import demo, score
+    from examples import demo
+    from keras_batch_score.pipelines import score
 
     paths = demo.prepare(tmp_path)
     _, _, names = demo.load_dataset()

@@ -152,9 +152,9 @@ def test_multi_processing_piped_gets_progress_lines(job, tmp_path):
 @pytest.mark.slow
 def test_workers_in_other_processes_report_every_row(job, tmp_path):
     """The channel itself under multi_processing: the launcher sees every scored and failed row."""
-    from pipelines import score
-    from pipelines.config import ScoreConfig
-    from transforms.progress import read_channel
+    from keras_batch_score.pipelines import score
+    from keras_batch_score.pipelines.config import ScoreConfig
+    from keras_batch_score.transforms.run.progress import read_channel
 
     channel = tmp_path / "channel"
     channel.mkdir()
@@ -196,7 +196,7 @@ def test_quiet_shows_no_progress(job, tmp_path):
 
 
 def test_channel_sums_the_instances(tmp_path):
-    from transforms.progress import ProgressChannel, read_channel
+    from keras_batch_score.transforms.run.progress import ProgressChannel, read_channel
 
     a, b = ProgressChannel(str(tmp_path)), ProgressChannel(str(tmp_path))
     a.add(scored=10)
@@ -209,7 +209,7 @@ def test_channel_sums_the_instances(tmp_path):
 
 
 def test_channel_without_a_directory_does_nothing():
-    from transforms.progress import ProgressChannel
+    from keras_batch_score.transforms.run.progress import ProgressChannel
 
     channel = ProgressChannel(None)
     channel.add(scored=3)
@@ -218,7 +218,7 @@ def test_channel_without_a_directory_does_nothing():
 
 
 def test_total_comes_from_the_parquet_footers(tmp_path):
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     sizes = (100, 250, 7)
     files = [
@@ -231,7 +231,7 @@ def test_total_comes_from_the_parquet_footers(tmp_path):
 def test_tfrecord_total_is_estimated_from_file_sizes(tmp_path):
     import tensorflow as tf
 
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     path = str(tmp_path / "in.tfrecord")
     with tf.io.TFRecordWriter(path) as w:
@@ -249,7 +249,7 @@ def test_tfrecord_total_is_estimated_from_file_sizes(tmp_path):
 def test_start_line_describes_the_model_without_loading_it(tmp_path):
     import keras
 
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     inputs = [keras.Input((2,), name=n) for n in ("a", "b", "c")]
     out = keras.layers.Dense(1)(keras.layers.Concatenate()(inputs))
@@ -263,7 +263,7 @@ def test_start_line_describes_the_model_without_loading_it(tmp_path):
 
 
 def test_plain_line():
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     total = progress.Total(3000)
     assert (
@@ -283,7 +283,7 @@ def test_plain_line():
 
 
 def test_dataflow_console_url():
-    from pipelines import progress
+    from keras_batch_score.pipelines import progress
 
     assert (
         progress.console_url("2026-11-28_01_02_03-123", "europe-west1", "my-proj")
@@ -295,7 +295,7 @@ def test_dataflow_console_url():
 def test_dataflow_submission_prints_the_console_url(capsys, monkeypatch):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     class Submitted:
         def job_id(self) -> str:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from keras_batch_score.transforms.drift import html as dr
+from keras_batch_score.transforms.postprocess import calibration as cal
+from keras_batch_score.transforms.postprocess import reliability
 from tests import browser
-from transforms import calibration as cal
-from transforms import drift_report as dr
-from transforms import reliability
 
 XSS = "<script>alert(1)</script>"
 THRESHOLDS = {

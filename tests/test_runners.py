@@ -15,7 +15,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import score
+from keras_batch_score.pipelines import score
 from tests import deploy_support as ds
 from tests import util
 
@@ -149,8 +149,18 @@ def test_dataflow_dry_run_builds_job_with_setup_py(tmp_path, job, monkeypatch):
     assert "workflow.tar.gz" in staged, f"setup.py package not staged: {sorted(staged)}"
     with tarfile.open(staged["workflow.tar.gz"]) as sdist:
         members = {m.split("/", 1)[-1] for m in sdist.getnames()}
-    for module in ("setup.py", "pipelines/score.py", "transforms/inference.py"):
+    for module in ("setup.py", "pipelines/score.py", "transforms/model/handler.py"):
         assert module in members, f"{module} missing from the staged package"
+    # What a Dataflow worker does with it: pip install, giving the one import namespace.
+    site = tmp_path / "worker_site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--target", str(site), staged["workflow.tar.gz"]],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (site / "keras_batch_score" / "pipelines" / "score.py").is_file()
+    assert not (site / "pipelines").exists() and not (site / "transforms").exists()
 
 
 def test_local_and_portable_runners_block_remote_ones_submit():

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import score
+from keras_batch_score.pipelines import score
 from tests import util
 
 keras = util.keras

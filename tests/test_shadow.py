@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import score
+from keras_batch_score.pipelines import score
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.model import shadow
 from tests import util
-from transforms import shadow
-from transforms.errors import ConfigError
 
 keras = util.keras
 N_FEATURES = 4
@@ -168,7 +168,7 @@ def test_shadow_outputs_must_match_and_yaml_key(tmp_path, data):
 
 
 def test_drift_report_compares_the_shadow_predictions_with_the_reference(tmp_path, data):
-    from pipelines import profile
+    from keras_batch_score.pipelines import profile
 
     _, _, input_path = data
     champion, challenger = util.mlp(N_FEATURES, seed=1), util.mlp(N_FEATURES, seed=9)

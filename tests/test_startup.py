@@ -1,4 +1,4 @@
-"""Start-up: importing TensorFlow for scoring does not import scikit-learn (transforms/tf_quiet.py)."""
+"""Start-up: importing TensorFlow for scoring does not import scikit-learn (transforms/core/tf_quiet.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import sys
-from transforms.tf_quiet import import_tensorflow
+from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
 import_tensorflow()
 assert "sklearn" not in sys.modules, "import_tensorflow imported scikit-learn"
 assert "scipy.stats" not in sys.modules, "import_tensorflow imported scipy.stats"

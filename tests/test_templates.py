@@ -30,8 +30,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability import portable_runner
 from google.protobuf import json_format
 
-from pipelines import flex_metadata, score
-from pipelines.config import REQUIRED_SETTINGS, add_score_arguments
+from keras_batch_score.pipelines import flex_metadata, score
+from keras_batch_score.pipelines.config import REQUIRED_SETTINGS, add_score_arguments
 from tests import deploy_support as ds
 from tests import util
 

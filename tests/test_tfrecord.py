@@ -15,8 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from transforms.errors import ConfigError
-from transforms.tfrecord import (
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.io.tfrecord import (
     FeatureSpec,
     example_bytes,
     infer_feature_specs,
@@ -129,7 +129,7 @@ SPEC = {
 
 
 def test_tfrecord_and_parquet_give_identical_predictions(tmp_path):
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     n = 300
     ids, x, pngs = _data(n)
@@ -180,7 +180,7 @@ def test_tfrecord_without_spec_matches_parquet(tmp_path):
     """Plain numeric features, spec inferred: same predictions as the Parquet file."""
     import keras
 
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     n = 250
     ids = np.arange(n, dtype=np.int64)
@@ -209,7 +209,7 @@ def test_tfrecord_without_spec_matches_parquet(tmp_path):
 def test_truncated_tfrecord_fails_job_and_publishes_nothing(tmp_path, gzip):
     import keras
 
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     records = [example_bytes({"id": i, "a": float(i)}) for i in range(200)]
     suffix = ".tfrecord.gz" if gzip else ".tfrecord"
@@ -244,7 +244,7 @@ def test_truncated_tfrecord_fails_job_and_publishes_nothing(tmp_path, gzip):
 @pytest.mark.slow
 def test_w2_benchmark_smoke(tmp_path):
     """The W2 harness on 40 images: both sides run and agree exactly (the real run is `make bench`)."""
-    from pipelines.bench_images import run_w2
+    from benchmarks.images import run_w2
 
     result = run_w2(tmp_path, n_images=40, rounds=1)
     assert result["rows_compared"] == 40
@@ -255,7 +255,7 @@ def test_w2_benchmark_smoke(tmp_path):
 
 def test_tfrecord_bad_images_and_missing_values_go_to_errors(tmp_path):
     """Corrupt / missing images and wrong-length vectors: row errors, the rest is scored, counts reconcile."""
-    from pipelines import score
+    from keras_batch_score.pipelines import score
 
     n = 90
     ids, x, pngs = _data(n)

@@ -8,9 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.errors import ConfigError
-from transforms.keras_model import TensorInfo
-from transforms.validate import assemble_features, plan_layout, rejected_rows_table
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.features.validate import (
+    assemble_features,
+    plan_layout,
+    rejected_rows_table,
+)
+from keras_batch_score.transforms.model.load import TensorInfo
 
 
 def _schema(**types: pa.DataType) -> pa.Schema:

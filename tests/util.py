@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.tf_quiet import import_tensorflow
+from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
 
 import_tensorflow()
 import keras  # noqa: E402

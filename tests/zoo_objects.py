@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transforms.tf_quiet import import_tensorflow
+from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
 
 import_tensorflow()
 import keras  # noqa: E402

@@ -114,7 +114,7 @@ with DAG(
         runner="{{ params.runner }}",
         py_interpreter=PYTHON,  # the pipeline's launcher: has TensorFlow, Beam and this project
         py_options=["-m"],
-        py_file="pipelines.score",
+        py_file="keras_batch_score.pipelines.score",
         pipeline_options="{{ beam_options(params, ds) }}",
     )
 

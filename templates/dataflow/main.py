@@ -4,7 +4,7 @@ The launcher passes every template parameter as ``--name=value``. Parameter
 names in ``metadata.json`` use underscores (``id_column``), the CLI uses
 hyphens (``--id-column``); :func:`to_cli_args` maps one onto the other, turns
 ``true``/``false`` into switch flags and splits comma-separated values of
-repeatable flags (the same rules ``pipelines.flex_metadata`` documents in
+repeatable flags (the same rules ``keras_batch_score.pipelines.flex_metadata`` documents in
 ``metadata.json``). Everything else (Beam and Dataflow options the launcher
 adds) passes through unchanged. The launcher does not wait for the job: the
 job writes ``run_summary.json`` itself.
@@ -31,7 +31,12 @@ def to_cli_args(argv: Sequence[str]) -> list[str]:
     form. Repeatable flags (``--id_column=a,b``) become one flag per value.
     An empty value leaves the flag out (the setting stays unset).
     """
-    from pipelines.flex_metadata import is_repeatable, is_switch, parameter_name, score_actions
+    from keras_batch_score.pipelines.flex_metadata import (
+        is_repeatable,
+        is_switch,
+        parameter_name,
+        score_actions,
+    )
 
     actions = {}
     for action in score_actions():  # --id_column and the CLI's own --id-column
@@ -63,7 +68,7 @@ def to_cli_args(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.cli import main as cli_main
+    from keras_batch_score.pipelines.cli import main as cli_main
 
     return cli_main(["score", *to_cli_args(sys.argv[1:] if argv is None else argv)])
 

@@ -1,0 +1,273 @@
+"""Keras inference through Beam's ``RunInference``, one columnar batch per element.
+
+:class:`KerasModelHandler` is a ``ModelHandler`` whose examples are whole
+:class:`ScoringBatch` objects. Beam's ``BatchElements`` groups them by row
+count (``element_size_fn``), the handler concatenates their inputs, runs one
+compiled model call and splits the outputs back. The model is loaded in the
+``RunInference`` DoFn's ``setup()`` through ``shared.Shared``, as Beam does for
+every handler, so Beam's metrics (``num_inferences``,
+``inference_batch_latency_micro_secs``, ``load_model_latency_milli_secs``)
+come for free.
+
+Failures are row-precise: when the model call raises, the handler bisects
+the rows (:func:`keras_batch_score.transforms.model.row_failures.predict_rows`), and rows whose output
+is NaN or Inf are failed too. Each result carries the scored rows and the
+failed rows (:class:`InferenceOutcome`); :func:`run_model` splits them into two
+PCollections, so every input row comes out exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
+from keras_batch_score.transforms.core.batch import (
+    ScoringBatch,
+    concat_features,
+    slice_table,
+    split_rows,
+    take_rows,
+)
+from keras_batch_score.transforms.features.validate import error_table
+from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, health_check, load
+from keras_batch_score.transforms.model.row_failures import (
+    inference_failed,
+    output_subjects,
+    predict_rows,
+)
+
+FAILED = "failed"
+
+
+@dataclasses.dataclass
+class FailedRows:
+    """Rows a model failed on (it raised, or gave NaN/Inf), with one reason per row."""
+
+    batch: ScoringBatch
+    reasons: list[str]
+
+
+@dataclasses.dataclass
+class InferenceOutcome:
+    """What the handler returns per input batch: the scored rows, and the failed ones if any."""
+
+    scored: ScoringBatch
+    failed: FailedRows | None = None
+
+
+def _num_rows(batch: ScoringBatch) -> int:
+    return batch.num_rows
+
+
+class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel]):
+    """Loads a Keras model (.keras, .h5, SavedModel) and scores ScoringBatches.
+
+    Args:
+        spec: What model to load and how.
+        feature_widths: Values per row fed to each model input (for the health check).
+        max_batch_rows: Max rows per model call.
+        min_batch_rows: Min rows per model call (defaults to ``max_batch_rows``).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        feature_widths: Mapping[str, int],
+        *,
+        max_batch_rows: int,
+        min_batch_rows: int | None = None,
+    ) -> None:
+        super().__init__(
+            min_batch_size=min_batch_rows or max_batch_rows,
+            max_batch_size=max_batch_rows,
+            element_size_fn=_num_rows,
+        )
+        self._spec = spec
+        self._feature_widths = dict(feature_widths)
+
+    def load_model(self) -> LoadedModel:
+        model = load(self._spec)
+        health_check(model, self._feature_widths)
+        return model
+
+    def run_inference(
+        self,
+        batch: Sequence[ScoringBatch],
+        model: LoadedModel,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        """Scores the batches in one model call; returns one :class:`InferenceOutcome` per batch.
+
+        A call that raises is bisected and rows with NaN/Inf outputs are
+        failed (:func:`keras_batch_score.transforms.model.row_failures.predict_rows`), so only the
+        failing rows end up in ``InferenceOutcome.failed``.
+        """
+        sizes = [b.num_rows for b in batch]
+        n = sum(sizes)
+        if n == 0:
+            return [
+                self._result(b, b.with_predictions(_empty_outputs(model), model.model_id), model)
+                for b in batch
+            ]
+        result = predict_rows(
+            model.predict, concat_features(batch), n, subjects=self.output_subjects(model)
+        )
+        if result.extra_calls:  # monitoring: how much bisection costs
+            beam.metrics.Metrics.counter("keras_batch_score", "bisection_model_calls").inc(
+                result.extra_calls
+            )
+        outputs = result.outputs or _empty_outputs(model)
+        if not result.failed.size:
+            return [
+                self._result(b, b.with_predictions(piece, model.model_id), model)
+                for b, piece in zip(batch, split_rows(outputs, sizes), strict=True)
+            ]
+        bounds = np.cumsum([0, *sizes])
+        cuts = np.searchsorted(result.failed, bounds)
+        failed_per_batch = np.diff(cuts)
+        pieces = split_rows(outputs, [s - f for s, f in zip(sizes, failed_per_batch, strict=True)])
+        results = []
+        for i, (b, piece) in enumerate(zip(batch, pieces, strict=True)):
+            if not failed_per_batch[i]:
+                results.append(self._result(b, b.with_predictions(piece, model.model_id), model))
+                continue
+            local = result.failed[cuts[i] : cuts[i + 1]] - bounds[i]
+            keep = np.ones(b.num_rows, dtype=bool)
+            keep[local] = False
+            scored = take_rows(b, np.flatnonzero(keep))
+            scored.rows_rejected = b.rows_rejected
+            failed = FailedRows(take_rows(b, local), result.reasons[cuts[i] : cuts[i + 1]])
+            results.append(
+                self._result(b, scored.with_predictions(piece, model.model_id), model, failed)
+            )
+        return results
+
+    @staticmethod
+    def _result(
+        example: ScoringBatch,
+        scored: ScoringBatch,
+        model: LoadedModel,
+        failed: FailedRows | None = None,
+    ) -> PredictionResult:
+        return PredictionResult(example, InferenceOutcome(scored, failed), model.model_id)
+
+    def output_subjects(self, model: LoadedModel) -> dict[str, str]:
+        """Per output key, how NaN/Inf reasons name it (``model output`` or ``model output 'x'``)."""
+        return output_subjects([(info.name, info.name) for info in model.outputs])
+
+    def get_num_bytes(self, batch: Sequence[ScoringBatch]) -> int:
+        return sum(v.nbytes for b in batch for v in b.features.values())
+
+    def get_metrics_namespace(self) -> str:
+        return "RunInference"
+
+
+def _empty_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
+    out = {}
+    for info in model.outputs:
+        width = info.width
+        shape = (0,) if width == 1 else (0, *[int(d or 0) for d in info.shape])
+        out[info.name] = np.zeros(shape, dtype=np.float32)
+    return out
+
+
+class _SliceDoFn(beam.DoFn):
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+
+    def process(self, table):
+        yield from slice_table(table, self._max_rows)
+
+
+class Rebatch(beam.PTransform):
+    """Slices Arrow tables (row groups) into pieces of at most ``max_rows`` rows (zero-copy)."""
+
+    def __init__(self, max_rows: int) -> None:
+        super().__init__()
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self._max_rows = max_rows
+
+    def expand(self, tables: beam.PCollection) -> beam.PCollection:
+        return tables | "Slice" >> beam.ParDo(_SliceDoFn(self._max_rows)).with_output_types(
+            pa.Table
+        )
+
+
+class SplitOutcomesDoFn(beam.DoFn):
+    """``PredictionResult`` of an :class:`InferenceOutcome` -> scored batch, plus failed rows on ``failed``."""
+
+    def process(self, result: PredictionResult):
+        outcome: InferenceOutcome = result.inference
+        yield outcome.scored
+        if outcome.failed is not None:
+            yield pvalue.TaggedOutput(FAILED, outcome.failed)
+
+
+def dead_letter_rows(failed: tuple[Sequence[ScoringBatch], Any]) -> Iterable[FailedRows]:
+    """Beam's dead-letter element ``(batches, (exc_type, exc_repr, traceback_lines))`` -> FailedRows.
+
+    The handler catches model errors itself; this catches anything else that
+    raised in ``run_inference``. Every row gets the one-line reason
+    ``inference failed: <ExceptionType>: <first line>``.
+    """
+    batches, info = failed
+    reason = inference_failed(info)
+    for b in batches:
+        if b.num_rows:
+            yield FailedRows(dataclasses.replace(b, rows_rejected=0), [reason] * b.num_rows)
+
+
+def failed_rows_to_errors(failed: FailedRows) -> pa.Table:
+    """Errors-output records (stage ``inference``) for rows a model failed on."""
+    n = failed.batch.num_rows
+    return error_table(failed.batch.table, np.arange(n), "inference", [None] * n, failed.reasons)
+
+
+def run_model(
+    batches: beam.PCollection, handler: KerasModelHandler, label: str = "RunInference"
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """Applies ``RunInference(handler)``; returns ``(scored batches, FailedRows)``.
+
+    Failed rows come from the handler (bisected exceptions, NaN/Inf outputs)
+    and from Beam's dead-letter output (anything else that raised).
+    """
+    main, dlq = batches | label >> RunInference(handler).with_exception_handling()
+    split = main | f"{label}Split" >> beam.ParDo(SplitOutcomesDoFn()).with_output_types(
+        ScoringBatch
+    ).with_outputs(FAILED, main="scored")
+    dead = dlq.failed_inferences | f"{label}DeadLetters" >> beam.FlatMap(dead_letter_rows)
+    failed = (split[FAILED], dead) | f"{label}FailedRows" >> beam.Flatten()
+    return split.scored, failed
+
+
+class RunKerasInference(beam.PTransform):
+    """ScoringBatches -> ScoringBatches with predictions, plus errors for the rows that failed.
+
+    Every input row comes out exactly once: in a scored batch, or in an errors
+    table with stage ``inference`` when the model raised on it (found by
+    bisection) or gave NaN/Inf for it.
+
+    Returns:
+        ``(scored, errors)``: two PCollections.
+    """
+
+    def __init__(self, handler: KerasModelHandler, label: str = "Model") -> None:
+        super().__init__()
+        self._handler = handler
+        self._label = label
+
+    def expand(self, batches: beam.PCollection):
+        scored, failed = run_model(batches, self._handler)
+        errors = failed | "FailedRowsToErrors" >> beam.Map(failed_rows_to_errors).with_output_types(
+            pa.Table
+        )
+        return scored, errors
