@@ -392,7 +392,7 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
-            return _name_outputs(graph(tensors[order[0]]), output_names)
+            return name_outputs(graph(tensors[order[0]]), output_names)
 
     elif structure == "dict":
         graph = tf.function(
@@ -403,7 +403,7 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
-            return _name_outputs(graph(tensors), output_names)
+            return name_outputs(graph(tensors), output_names)
 
     else:
         graph = tf.function(
@@ -414,7 +414,7 @@ def _load_keras(files: Sequence[str], fmt: str, spec: ModelSpec, model_id: str) 
         )
 
         def call(tensors: dict[str, Any]) -> dict[str, Any]:
-            return _name_outputs(graph(*[tensors[n] for n in order]), output_names)
+            return name_outputs(graph(*[tensors[n] for n in order]), output_names)
 
     if jit:
         fmt = f"{fmt}+xla"
@@ -572,7 +572,8 @@ def _input_name(tensor: Any, index: int) -> str:
     return name.split(":")[0]
 
 
-def _name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
+def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The model's outputs as ``{output name: tensor}`` (a dict, list/tuple or single tensor)."""
     if isinstance(result, dict):
         named = dict(result)
     elif isinstance(result, (list, tuple)):

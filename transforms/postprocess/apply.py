@@ -426,7 +426,7 @@ class MCDropout:
 
     def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per output: the mean over T passes and its std (``<output>__std``)."""
-        from keras_batch_score.transforms.model.load import _name_outputs
+        from keras_batch_score.transforms.model.load import name_outputs
 
         n = len(next(iter(features.values())))
         self._reset_seeds(features, n)
@@ -436,7 +436,7 @@ class MCDropout:
         while done < self._samples:
             t = min(per_call, self._samples - done)
             tiled = {k: np.concatenate([np.asarray(v)] * t) for k, v in features.items()}
-            raw = _name_outputs(self._graph(tiled), self._output_names)
+            raw = name_outputs(self._graph(tiled), self._output_names)
             for name in self._output_names:
                 values = np.asarray(raw[name])
                 samples[name].append(values.reshape((t, n, *values.shape[1:])))
