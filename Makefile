@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint format bench bench-quick lock clean airflow-venv flex-metadata
+.PHONY: install demo test test-fast lint format bench bench-quick lock clean airflow-venv flex-metadata docs-flags
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ airflow-venv: $(AIRFLOW_VENV)/.installed
 # changing a flag (tests/test_templates.py fails until metadata.json matches).
 flex-metadata: $(STAMP)
 	$(BIN)/python -m keras_batch_score.pipelines.flex_metadata --output templates/dataflow/metadata.json
+
+# The flag tables of docs/usage.md, from the option schema (tests/test_options.py checks them).
+docs-flags: $(STAMP)
+	$(BIN)/python -m keras_batch_score.pipelines.options --docs docs/usage.md
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --workdir .bench

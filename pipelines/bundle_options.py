@@ -13,9 +13,7 @@ console and ``run_summary.json``: ``flag``, ``bundle``, ``preprocess``,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +35,6 @@ BUNDLE_SETTINGS = (
     "signature",
 )
 _FLAGS = {"id_columns": "--id-column"}
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,28 +58,6 @@ class BundleUse:
             f"overrides the bundle's {k.replace('_', ' ')}"
             for k in self.overridden
         ]
-
-
-def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--model-sha256`` (unset flags stay absent)."""
-    parser.add_argument(
-        "--model-sha256",
-        dest="model_sha256",
-        default=argparse.SUPPRESS,
-        help="sha256 the model's bytes must have (sha256sum of a .keras/.h5 file); "
-        "checked before loading, on every worker. A bundle (--model BUNDLE/) pins its own hashes.",
-    )
-
-
-def validate(config: Any) -> None:
-    """Checks ``model_sha256``: 64 hex digits, one model."""
-    value = config.model_sha256
-    if value is None:
-        return
-    if not isinstance(value, str) or not _HEX64.match(value):
-        raise ConfigError("'model_sha256' must be 64 hexadecimal digits (the output of sha256sum)")
-    if len(config.model) != 1:
-        raise ConfigError("'model_sha256' pins a single --model; it cannot pin an ensemble")
 
 
 def is_bundle(path: str) -> bool:

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from keras_batch_score.pipelines import score
 from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
+from keras_batch_score.pipelines.options import Check, not_offered
 from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.core.errors import ConfigError, DataError, format_names
 from keras_batch_score.transforms.postprocess import calibration as cal
@@ -42,42 +43,8 @@ CALIBRATION_FILE = "calibration.json"
 
 # Scoring flags calibrate does not offer: it fits on raw model scores (no calibration,
 # post-transforms, A/B routing or fallback), writes no predictions and checks no drift.
-NOT_OFFERED = (
-    "--calibration",
-    "--clip-min",
-    "--clip-max",
-    "--target-mean",
-    "--target-std",
-    "--class-names",
-    "--top-k",
-    "--ab-split",
-    "--fallback-model",
-    "--keep-member-predictions",
-    "--num-shards",
-    "--progress-seconds",
-    "--reference-profile",
-    "--fail-on-drift",
-    "--drift-threshold",
-    "--drift-share",
-    "--explain",
-    "--explain-steps",
-    "--explain-baseline",
-    "--explain-output",
-    "--ood-score",
-    "--ood-threshold",
-    "--adversarial-check",
-    "--adversarial-epsilon",
-    "--adversarial-threshold",
-    "--output-format",
-    "--output-noise",
-    "--epsilon",
-    "--delta",
-    "--sensitivity",
-    "--probability-columns",
-    "--multi-label-threshold",
-    "--multi-label-thresholds",
-    "--shadow-model",
-)
+# Which command offers a flag is part of its schema entry (keras_batch_score.pipelines.options).
+NOT_OFFERED = not_offered("calibrate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
         "calibrate",
         "Fit probability calibration for a Keras classifier on labelled Parquet or TFRecord data.",
     )
-    add_score_arguments(parser, exclude=NOT_OFFERED)
+    add_score_arguments(parser, command="calibrate")
     cli_help.set_help(
         parser,
         "--output",
@@ -153,22 +120,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
     )
     for name in ("verbose", "quiet", "label_column", "method", "bins", "input_kind"):
         delattr(known, name)
-    config = resolve_config(known)
+    config = resolve_config(known, extra_checks=[_calibrate_check(options)])
     output = resolve_output_file(config.output, CALIBRATION_FILE)
     options = dataclasses.replace(options, output=output)
-    if options.bins < 1:
-        raise ConfigError(f"--bins must be >= 1, got {options.bins}")
-    if config.calibration or config.top_k or config.ab_split or config.fallback_model:
-        raise ConfigError(
-            "calibrate fits on raw model scores: drop --calibration, --top-k, --ab-split and --fallback-model"
-        )
-    if options.label_column in config.id_columns:
-        raise ConfigError(f"--label-column {options.label_column!r} is also an --id-column")
-    if config.feature_columns and options.label_column in config.feature_columns:
-        raise ConfigError(f"--label-column {options.label_column!r} is also a feature column")
     # The label rides along as a passthrough column, which also keeps it out of the default features.
     config = dataclasses.replace(config, id_columns=[*config.id_columns, options.label_column])
     return config, options, beam_args, verbosity
+
+
+def _calibrate_check(options: CalibrateOptions) -> Check:
+    """The calibrate-only rules, reported together with the scoring settings' problems."""
+
+    def check(config: ScoreConfig) -> Iterator[str]:
+        if options.bins < 1:
+            yield f"--bins must be >= 1, got {options.bins}"
+        if config.calibration or config.top_k or config.ab_split or config.fallback_model:
+            yield (
+                "calibrate fits on raw model scores: drop --calibration, --top-k, --ab-split "
+                "and --fallback-model"
+            )
+        if options.label_column in config.id_columns:
+            yield f"--label-column {options.label_column!r} is also an --id-column"
+        if config.feature_columns and options.label_column in config.feature_columns:
+            yield f"--label-column {options.label_column!r} is also a feature column"
+
+    return check
 
 
 class ConcatScoresFn(beam.CombineFn):

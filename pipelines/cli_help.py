@@ -5,7 +5,7 @@
 * :func:`polish`: readable metavars (``--id-column COLUMN``, not
   ``ID_COLUMNS``) and ``(default: ...)`` on every flag whose default means
   something (the scoring flags keep ``argparse.SUPPRESS`` as their parser
-  default, so their defaults come from :class:`keras_batch_score.pipelines.config.ScoreConfig`).
+  default, so their defaults come from :mod:`keras_batch_score.pipelines.options`).
 * :func:`parse_flags`: unknown flags are reported before missing required
   ones, and a stray value (an unquoted glob the shell expanded) gets a hint to
   quote it (:func:`keras_batch_score.pipelines.config.split_beam_args`).
@@ -20,6 +20,7 @@ from typing import Any
 
 from rich_argparse import RawDescriptionRichHelpFormatter
 
+from keras_batch_score.pipelines.options import metavars
 from keras_batch_score.transforms.core.errors import ConfigError
 
 
@@ -32,49 +33,10 @@ class HelpFormatter(RawDescriptionRichHelpFormatter):
 
 
 # Metavar per option string; flags not listed keep argparse's (their dest, upper-cased).
+# The scoring flags' metavars are part of their schema entry (keras_batch_score.pipelines.options);
+# the rest are the flags of profile, calibrate, fit-preprocess and package.
 METAVARS: dict[str, str] = {
-    "--config": "FILE",
-    "--model": "[NAME=]PATH",
-    "--input": "PATTERN",
-    "--output": "PATH",
-    "--preprocess": "SPEC",
-    "--tfrecord-features": "FILE",
-    "--id-column": "COLUMN",
-    "--feature-columns": "COL,COL,...",
-    "--batch-size": "ROWS",
-    "--min-batch-size": "ROWS",
-    "--num-shards": "N",
-    "--custom-object": "MODULE:ATTR",
-    "--signature": "NAME",
-    "--progress-seconds": "SECONDS",
-    "--ensemble-weights": "NAME=W,...",
-    "--calibration": "FILE",
-    "--clip-min": "VALUE",
-    "--clip-max": "VALUE",
-    "--target-mean": "VALUE",
-    "--target-std": "VALUE",
-    "--class-names": "FILE",
-    "--top-k": "K",
-    "--mc-dropout-samples": "T",
-    "--seed": "INT",
-    "--ab-split": "NAME=SHARE,...",
-    "--fallback-model": "PATH",
-    "--reference-profile": "FILE",
-    "--drift-threshold": "[FEATURE:]METRIC=VALUE",
-    "--drift-share": "SHARE",
-    "--model-sha256": "HEX",
-    "--backend": "NAME",
-    "--epsilon": "EPS",
-    "--delta": "DELTA",
-    "--sensitivity": "S",
-    "--multi-label-threshold": "T",
-    "--multi-label-thresholds": "FILE",
-    "--shadow-model": "PATH",
-    "--explain-steps": "N",
-    "--explain-output": "NAME[:INDEX]",
-    "--ood-threshold": "SHARE",
-    "--adversarial-epsilon": "EPS",
-    "--adversarial-threshold": "DELTA",
+    **metavars(),
     "--label-column": "COLUMN",
     "--bins": "N",
     "--num-bins": "N",

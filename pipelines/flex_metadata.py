@@ -1,6 +1,6 @@
 """Generates the Dataflow Flex Template ``metadata.json`` from the ``batch-score score`` flags.
 
-One template parameter per flag of :func:`keras_batch_score.pipelines.config.add_score_arguments`:
+One template parameter per ``score`` flag of the option schema (:mod:`keras_batch_score.pipelines.options`):
 the name is the flag with underscores (``--id-column`` -> ``id_column``, which
 ``templates/dataflow/main.py`` maps back), the help text is the flag's, and
 switches, numbers and choices get a validation regex. Regenerate after adding
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from keras_batch_score.pipelines.config import REQUIRED_SETTINGS, add_score_arguments
+from keras_batch_score.pipelines.options import REQUIRED_SETTINGS, add_arguments
 
 NAME = "keras-batch-score"
 DESCRIPTION = (
@@ -41,7 +41,7 @@ GCS_ONLY = ("input", "output")
 def score_actions() -> list[argparse.Action]:
     """The ``batch-score score`` flags, in ``--help`` order."""
     parser = argparse.ArgumentParser(add_help=False)
-    add_score_arguments(parser)
+    add_arguments(parser, "score")
     return [a for a in parser._actions if a.option_strings]
 
 
