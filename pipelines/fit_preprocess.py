@@ -42,25 +42,19 @@ from keras_batch_score.transforms.preprocess.spec import check_columns, load_spe
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     from keras_batch_score.pipelines import cli_help
+    from keras_batch_score.pipelines.options import add_flag
 
     parser = cli_help.new_parser(
         "fit-preprocess",
         "Fit a preprocessing spec (means, stds, min/max, vocabularies) on training data.",
     )
-    parser.add_argument("--input", required=True, help="Training data: file, directory or glob.")
+    add_flag(parser, "input", required=True, help="Training data: file, directory or glob.")
     parser.add_argument("--spec", required=True, help="Preprocessing spec YAML to fit.")
-    parser.add_argument("--output", required=True, help="Where to write the fitted spec (YAML).")
-    parser.add_argument(
-        "--input-format",
-        dest="input_format",
-        choices=("auto", "parquet", "tfrecord"),
-        default="auto",
-        help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
-    )
-    parser.add_argument(
-        "--tfrecord-features",
-        dest="tfrecord_features",
-        default=None,
+    add_flag(parser, "output", required=True, help="Where to write the fitted spec (YAML).")
+    add_flag(parser, "input_format", default="auto")
+    add_flag(
+        parser,
+        "tfrecord_features",
         help="YAML file with a tfrecord_features list (default: inferred from the first records).",
     )
     parser.add_argument("--verbose", action="store_true", help="Show every log line.")

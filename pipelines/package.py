@@ -42,12 +42,9 @@ SPEC_NAMES = {
 }
 
 
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from keras_batch_score.pipelines import cli_help
+    from keras_batch_score.pipelines.options import add_flag
 
     parser = cli_help.new_parser(
         "package",
@@ -61,53 +58,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="A .keras or .h5 file or a SavedModel directory.",
     )
-    add(
-        "--output", required=True, help="Bundle directory to create (local or gs://; new or empty)."
+    add_flag(
+        parser,
+        "output",
+        required=True,
+        help="Bundle directory to create (local or gs://; new or empty).",
     )
-    add(
-        "--feature-columns",
-        dest="feature_columns",
-        type=_csv,
-        default=None,
+    add_flag(
+        parser,
+        "feature_columns",
         help="Comma-separated feature columns in model (training) order. Required for a "
         "single-input model without --preprocess; a named-input model defaults to its input names.",
     )
-    add(
-        "--id-column",
-        dest="id_columns",
-        action="append",
-        default=[],
-        help="Passthrough column (repeatable).",
-    )
-    add("--preprocess", default=None, help="Fitted preprocessing spec YAML (defines the features).")
-    add("--calibration", default=None, help="Calibration JSON from `batch-score calibrate`.")
-    add(
-        "--reference-profile",
-        dest="reference_profile",
-        default=None,
+    add_flag(parser, "id_columns", help="Passthrough column (repeatable).")
+    add_flag(parser, "preprocess", help="Fitted preprocessing spec YAML (defines the features).")
+    add_flag(parser, "calibration", help="Calibration JSON from `batch-score calibrate`.")
+    add_flag(
+        parser,
+        "reference_profile",
         help="Profile JSON from `batch-score profile` (drift check when scoring).",
     )
-    add("--class-names", dest="class_names", default=None, help="Class names, one per line.")
+    add_flag(parser, "class_names", help="Class names, one per line.")
     add(
         "--version",
         default=None,
         metavar="LABEL",
         help="Version label written to the `model` column (default: <model file>@<sha256 prefix>).",
     )
-    add("--signature", default=None, help="SavedModel signature to call.")
-    add(
-        "--custom-object",
-        dest="custom_objects",
-        action="append",
-        default=[],
+    add_flag(parser, "signature", help="SavedModel signature to call.")
+    add_flag(
+        parser,
+        "custom_objects",
         help="module:attr of a custom Keras object needed to load the model (repeatable).",
     )
-    add(
-        "--unsafe-deserialization",
-        dest="unsafe_deserialization",
-        action="store_true",
-        help="Allow lambda layers in .keras files.",
-    )
+    add_flag(parser, "unsafe_deserialization", help="Allow lambda layers in .keras files.")
     group = parser.add_argument_group("console").add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="Show every log line.")
     group.add_argument("--quiet", action="store_true", help="Show only errors.")

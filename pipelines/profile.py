@@ -101,38 +101,24 @@ class ProfilePlan:
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
     """Parses ``argv`` into (config, Beam flags, verbosity)."""
     from keras_batch_score.pipelines import cli_help
+    from keras_batch_score.pipelines.options import add_flag
 
     p = cli_help.new_parser(
         "profile", "Profile reference data (and a model's predictions on it) for drift checks."
     )
-    p.add_argument(
-        "--input", required=True, help="Input file, directory or glob (Parquet or TFRecord)."
-    )
-    p.add_argument(
-        "--output",
+    add_flag(p, "input", required=True, help="Input file, directory or glob (Parquet or TFRecord).")
+    add_flag(
+        p,
+        "output",
         required=True,
         help=f"Profile .json file to write, or a directory to write {PROFILE_FILE} into "
         "(local or gs://).",
     )
-    p.add_argument(
-        "--input-format",
-        dest="input_format",
-        choices=("auto", "parquet", "tfrecord"),
-        default="auto",
-        help="Input format (auto: TFRecord for *.tfrecord, *.tfrecord.gz, *.tfr; else Parquet).",
-    )
-    p.add_argument(
-        "--id-column",
-        dest="id_columns",
-        action="append",
-        default=[],
-        help="Passthrough column, not profiled (repeatable).",
-    )
-    p.add_argument(
-        "--feature-columns",
-        dest="feature_columns",
-        type=_csv,
-        default=None,
+    add_flag(p, "input_format", default="auto")
+    add_flag(p, "id_columns", help="Passthrough column, not profiled (repeatable).")
+    add_flag(
+        p,
+        "feature_columns",
         help="Comma-separated columns to profile (default: every non-id column; with --model, "
         "the model's feature columns, as in `score`).",
     )
@@ -143,40 +129,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         help="Also profile this model's predictions: a .keras or .h5 file, a SavedModel "
         "directory or a bundle directory.",
     )
-    p.add_argument(
-        "--preprocess",
-        default=None,
+    add_flag(
+        p,
+        "preprocess",
         help="Preprocessing spec YAML, as in `score`: with --model the model is fed through it; "
         "the raw columns it reads are profiled (default features without --feature-columns).",
     )
-    p.add_argument(
-        "--tfrecord-features",
-        dest="tfrecord_features",
-        default=None,
-        help="YAML file with a tfrecord_features spec (default: inferred from the first records).",
-    )
-    p.add_argument(
-        "--custom-object",
-        dest="custom_objects",
-        action="append",
-        default=[],
+    add_flag(p, "tfrecord_features")
+    add_flag(
+        p,
+        "custom_objects",
         help="module:attr of a custom Keras class or function the --model needs (repeatable).",
     )
-    p.add_argument(
-        "--unsafe-deserialization",
-        dest="unsafe_deserialization",
-        action="store_true",
+    add_flag(
+        p,
+        "unsafe_deserialization",
         help="Allow lambda layers and other arbitrary code in a .keras --model (safe_mode=False).",
     )
-    p.add_argument(
-        "--signature",
-        default=None,
+    add_flag(
+        p,
+        "signature",
         help="SavedModel signature the --model is called through (default: serving_default).",
     )
-    p.add_argument(
-        "--batch-size",
-        dest="batch_size",
-        type=int,
+    add_flag(
+        p,
+        "batch_size",
         default=DEFAULT_BATCH_ROWS,
         help="Max rows per batch (and per model call with --model).",
     )
@@ -239,16 +216,23 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
 
 
 def _validate(config: ProfileConfig) -> None:
-    for key in ("num_bins", "top_k", "batch_size"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"'{key}' must be >= 1, got {getattr(config, key)}")
+    """Checks the settings; every problem is reported at once."""
+    from keras_batch_score.pipelines.options import report
+
+    problems = [
+        f"'{key}' must be >= 1, got {getattr(config, key)}"
+        for key in ("num_bins", "top_k", "batch_size")
+        if getattr(config, key) < 1
+    ]
     if config.categorical_max_distinct < 0:
-        raise ConfigError("'categorical_max_distinct' must be >= 0")
+        problems.append("'categorical_max_distinct' must be >= 0")
     both = sorted(set(config.categorical_columns) & set(config.numeric_columns))
     if both:
-        raise ConfigError(f"columns {both} are listed as both categorical and numeric")
+        problems.append(f"columns {both} are listed as both categorical and numeric")
     if config.feature_columns is not None and not config.feature_columns:
-        raise ConfigError("'feature_columns' is empty: list at least one column or leave it unset")
+        problems.append("'feature_columns' is empty: list at least one column or leave it unset")
+    if problems:
+        raise report(problems)
 
 
 def plan(config: ProfileConfig) -> ProfilePlan:

@@ -72,16 +72,16 @@ def test_defaults_come_from_the_schema():
 def test_usage_flag_tables_match_the_schema():
     text = USAGE.read_text()
     assert docs.commands_in(text) == ["score"]
-    assert docs.render(text) == text, (
-        "docs/usage.md flag tables are stale: run `make docs-flags`"
-    )
+    assert docs.render(text) == text, "docs/usage.md flag tables are stale: run `make docs-flags`"
     for setting in options.SETTINGS.values():
         assert f"`{setting.key}`" in text and setting.flag.flag in text
 
 
 def test_docs_cli_rewrites_only_the_marked_table(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Title\n\n<!-- flags:calibrate -->\nSTALE TABLE\n<!-- /flags:calibrate -->\nafter\n")
+    page.write_text(
+        "# Title\n\n<!-- flags:calibrate -->\nSTALE TABLE\n<!-- /flags:calibrate -->\nafter\n"
+    )
     assert options_main(["--docs", str(page)]) == 0
     text = page.read_text()
     assert text.startswith("# Title\n") and text.endswith("<!-- /flags:calibrate -->\nafter\n")
@@ -239,3 +239,47 @@ def test_flags_override_the_file(tmp_path):
     cfg = tmp_path / "job.yaml"
     cfg.write_text("batch_size: lots\n")
     assert _resolve("--config", str(cfg), *BASE, "--batch-size", "5").batch_size == 5
+
+
+def test_profile_reports_its_problems_together():
+    from keras_batch_score.pipelines import profile
+
+    with pytest.raises(ConfigError) as info:
+        profile.parse_args(
+            ["--input", "in.parquet", "--output", "p.json", "--num-bins", "0", "--top-k", "0"]
+            + ["--categorical-columns", "a", "--numeric-columns", "a"]
+        )
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("3 problems")
+    assert "'num_bins' must be >= 1, got 0" in lines[1]
+    assert "'top_k' must be >= 1, got 0" in lines[2]
+    assert "columns ['a'] are listed as both categorical and numeric" in lines[3]
+
+
+@pytest.mark.parametrize("module", ["profile", "fit_preprocess", "package"])
+def test_other_commands_take_shared_flags_from_the_schema(module):
+    import importlib
+
+    from keras_batch_score.pipelines import cli_help
+
+    captured = {}
+    original = cli_help.polish
+
+    def capture(parser, defaults=None):
+        captured["parser"] = parser
+        raise SystemExit(0)
+
+    cli_help.polish = capture
+    try:
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"keras_batch_score.pipelines.{module}").parse_args([])
+    finally:
+        cli_help.polish = original
+    actions = {a.dest: a for a in captured["parser"]._actions if a.option_strings}
+    shared = set(actions) & set(options.SETTINGS) - {"model", "top_k"}
+    assert {"input_format", "feature_columns", "id_columns"} & shared or module == "package"
+    for key in shared:
+        setting, action = options.SETTINGS[key], actions[key]
+        assert action.option_strings == [setting.flag.flag], key
+        assert tuple(action.choices or ()) == (setting.flag.choices or ()), key
+        assert action.metavar == setting.flag.metavar, key

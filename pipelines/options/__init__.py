@@ -16,6 +16,7 @@ from __future__ import annotations
 from keras_batch_score.pipelines.options.checks import Check
 from keras_batch_score.pipelines.options.flags import (
     add_arguments,
+    add_flag,
     defaults,
     metavars,
     not_offered,
@@ -39,6 +40,7 @@ __all__ = [
     "ScoreConfig",
     "ScoreOptions",
     "add_arguments",
+    "add_flag",
     "defaults",
     "load_yaml",
     "metavars",

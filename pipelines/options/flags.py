@@ -79,6 +79,27 @@ def add_arguments(
         groups[setting.title].add_argument(setting.flag.flag, **argparse_kwargs(setting))
 
 
+def add_flag(parser: Any, key: str, *, help: str | None = None, **overrides: Any) -> Any:
+    """Adds setting ``key``'s flag to another command's parser (profile, fit-preprocess, package).
+
+    The flag, type, choices, metavar and action come from the schema; the
+    command gives its own help text (what the setting means there) and a real
+    default (``None`` unless ``default=`` says otherwise).
+
+    Args:
+        parser: The command's parser or argument group.
+        key: The setting (``id_columns``).
+        help: The command's help text (default: the ``score`` one).
+        **overrides: Further ``add_argument`` keywords (``required=True``, ``default=...``).
+    """
+    setting = SETTINGS[key]
+    kwargs = argparse_kwargs(setting)
+    kwargs["default"] = [] if setting.flag.repeat else (False if setting.is_switch else None)
+    kwargs["help"] = help or setting.flag.help
+    kwargs.update(overrides)
+    return parser.add_argument(setting.flag.flag, **kwargs)
+
+
 def defaults() -> dict[str, Any]:
     """``dest -> default`` of every setting, for ``--help`` (required settings have none)."""
     return {k: s.default() for k, s in SETTINGS.items() if not s.flag.required}
