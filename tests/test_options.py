@@ -246,8 +246,10 @@ def test_profile_reports_its_problems_together():
 
     with pytest.raises(ConfigError) as info:
         profile.parse_args(
-            ["--input", "in.parquet", "--output", "p.json", "--num-bins", "0", "--top-k", "0"]
-            + ["--categorical-columns", "a", "--numeric-columns", "a"]
+            [
+                *("--input", "in.parquet", "--output", "p.json", "--num-bins", "0"),
+                *("--top-k", "0", "--categorical-columns", "a", "--numeric-columns", "a"),
+            ]
         )
     lines = str(info.value).splitlines()
     assert lines[0].startswith("3 problems")

@@ -7,6 +7,12 @@ command line, the YAML file, the Flex Template ``metadata.json`` and the docs'
 flag tables need; they are all generated from here (:mod:`.flags`,
 :mod:`.resolve`, :mod:`keras_batch_score.pipelines.flex_metadata`,
 :mod:`.docs`). Cross-field rules live in :mod:`.checks`.
+
+To add a setting: add a field with its :class:`Flag` to its section
+(:mod:`.data_sections` or :mod:`.result_sections`; ``commands=SCORE_ONLY``
+when ``calibrate`` does not offer it), a rule in :mod:`.checks` if it
+depends on others, then regenerate ``make flex-metadata docs-flags``
+(``tests/test_templates.py`` and ``tests/test_options.py`` fail until then).
 """
 
 import dataclasses
