@@ -36,7 +36,7 @@ from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments,
 from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.core.errors import ConfigError, DataError, format_names
 from keras_batch_score.transforms.postprocess import calibration as cal
-from keras_batch_score.transforms.run.publish import resolve_output_file
+from keras_batch_score.transforms.run.output_checks import resolve_output_file
 
 CALIBRATION_FILE = "calibration.json"
 

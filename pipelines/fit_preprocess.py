@@ -23,21 +23,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.core.safe_yaml import read_yaml
-from keras_batch_score.transforms.io.parquet import (
-    ReadParquetBatches,
-    input_pattern,
-    match_files,
-    read_parquet_schema,
-)
-from keras_batch_score.transforms.io.tfrecord import (
-    DEFAULT_PARSE_ROWS,
-    ReadTFRecordBatches,
+from keras_batch_score.transforms.io.files import input_pattern, match_files
+from keras_batch_score.transforms.io.parquet_read import ReadParquetBatches, read_parquet_schema
+from keras_batch_score.transforms.io.tfrecord_read import DEFAULT_PARSE_ROWS, ReadTFRecordBatches
+from keras_batch_score.transforms.io.tfrecord_spec import (
     arrow_schema,
     plan_features,
     resolve_input_format,
 )
 from keras_batch_score.transforms.preprocess.fit import FitPreprocessSpec
-from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
+from keras_batch_score.transforms.preprocess.plan import check_columns
+from keras_batch_score.transforms.preprocess.spec import load_spec
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

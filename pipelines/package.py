@@ -181,7 +181,7 @@ def plan_features(
 
 def _preprocess_features(model: LoadedModel, spec: Any) -> tuple[bm.Feature, ...]:
     """Columns a preprocessing spec reads, checked against the model on a schema the spec implies."""
-    from keras_batch_score.transforms.preprocess.spec import plan_preprocess
+    from keras_batch_score.transforms.preprocess.plan import plan_preprocess
 
     fields = []
     for f in spec.features:

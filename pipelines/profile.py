@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from keras_batch_score.pipelines.config import ScoreConfig
 from keras_batch_score.transforms.core.errors import ConfigError, format_names
+from keras_batch_score.transforms.drift.profile_build import Candidate, ProfileSettings
 from keras_batch_score.transforms.drift.profile_format import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
@@ -39,16 +40,17 @@ from keras_batch_score.transforms.drift.profile_format import (
     ProfileError,
     type_kind,
 )
-from keras_batch_score.transforms.drift.profiling import BuildProfile, Candidate, ProfileSettings
-from keras_batch_score.transforms.io.parquet import input_pattern, match_files
+from keras_batch_score.transforms.drift.profiling import BuildProfile
+from keras_batch_score.transforms.io.files import input_pattern, match_files
 from keras_batch_score.transforms.io.schema import unify_input_schemas
-from keras_batch_score.transforms.io.tfrecord import (
+from keras_batch_score.transforms.io.tfrecord_spec import (
     arrow_schema,
     plan_features,
     resolve_input_format,
 )
-from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
-from keras_batch_score.transforms.run.publish import resolve_output_file
+from keras_batch_score.transforms.preprocess.plan import check_columns
+from keras_batch_score.transforms.preprocess.spec import load_spec
+from keras_batch_score.transforms.run.output_checks import resolve_output_file
 
 DEFAULT_BATCH_ROWS = 16384
 PROFILE_FILE = "profile.json"

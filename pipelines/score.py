@@ -35,30 +35,22 @@ from apache_beam.options.pipeline_options import (
 from keras_batch_score.pipelines import bundle_options, postprocess_options
 from keras_batch_score.pipelines.about import absolute_uri, versions
 from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
-from keras_batch_score.transforms.drift.transforms import (
-    ComputeDrift,
+from keras_batch_score.transforms.drift.plan import (
     DriftPlan,
-    drift_outcome,
     kept_columns,
     plan_drift_from_config,
-    report_paths,
     with_shadow_targets,
 )
+from keras_batch_score.transforms.drift.report_files import drift_outcome, report_paths
+from keras_batch_score.transforms.drift.transforms import ComputeDrift
 from keras_batch_score.transforms.features.validate import (
     FeatureLayout,
     ValidateFeatures,
     plan_layout,
 )
+from keras_batch_score.transforms.io.files import input_pattern, match_files
 from keras_batch_score.transforms.io.output_formats import JsonLayout, prediction_layout
-from keras_batch_score.transforms.io.parquet import (
-    ERRORS_PREFIX,
-    PREDICTIONS_PREFIX,
-    WriteErrors,
-    WritePredictions,
-    input_pattern,
-    match_files,
-    predictions_schema,
-)
+from keras_batch_score.transforms.io.output_tables import predictions_schema
 from keras_batch_score.transforms.io.read import ReadInput
 from keras_batch_score.transforms.io.schema import (
     LOCATOR_COLUMNS,
@@ -66,11 +58,17 @@ from keras_batch_score.transforms.io.schema import (
     unify_input_schemas,
     with_locator,
 )
-from keras_batch_score.transforms.io.tfrecord import (
-    FeatureSpec,
+from keras_batch_score.transforms.io.tfrecord_spec import (
+    TFRecordFeature,
     arrow_schema,
     plan_features,
     resolve_input_format,
+)
+from keras_batch_score.transforms.io.write import (
+    ERRORS_PREFIX,
+    PREDICTIONS_PREFIX,
+    WriteErrors,
+    WritePredictions,
 )
 from keras_batch_score.transforms.model.handler import KerasModelHandler, Rebatch, RunKerasInference
 from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
@@ -86,18 +84,12 @@ from keras_batch_score.transforms.postprocess.insights import (
     add_insight_counts,
     plan_insights,
 )
-from keras_batch_score.transforms.preprocess.spec import (
-    PreprocessFeatures,
-    PreprocessPlan,
-    plan_from_config,
-)
+from keras_batch_score.transforms.preprocess.plan import PreprocessPlan, plan_from_config
+from keras_batch_score.transforms.preprocess.transforms import PreprocessFeatures
 from keras_batch_score.transforms.run.finalize import CountRows, FinalizeRun
+from keras_batch_score.transforms.run.output_checks import check_id_columns, check_score_output
 from keras_batch_score.transforms.run.progress import CountFailedRows
-from keras_batch_score.transforms.run.publish import (
-    check_id_columns,
-    check_score_output,
-    discard_staging,
-)
+from keras_batch_score.transforms.run.publish import discard_staging
 
 _LOG = logging.getLogger("keras_batch_score")
 
@@ -121,7 +113,7 @@ class ScoringPlan:
     output_names: tuple[str, ...]
     run_id: str
     input_format: str = "parquet"
-    tfrecord_features: tuple[FeatureSpec, ...] = ()
+    tfrecord_features: tuple[TFRecordFeature, ...] = ()
     preprocess: PreprocessPlan | None = None
     postprocess: PostprocessPlan | None = None  # ensembles, calibration, A/B, ...
     drift: DriftPlan | None = (

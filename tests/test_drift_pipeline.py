@@ -18,8 +18,11 @@ from scipy.stats import wasserstein_distance
 
 from keras_batch_score.pipelines import cli, profile, score
 from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.drift import histograms, report_files
+from keras_batch_score.transforms.drift import plan as drift_plan
+from keras_batch_score.transforms.drift import report as drift_report
 from keras_batch_score.transforms.drift import transforms as drift
-from keras_batch_score.transforms.drift.profiling import KLL_K
+from keras_batch_score.transforms.drift.sketches import KLL_K
 from tests import browser, util
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -301,8 +304,8 @@ def test_thresholds_per_feature_change_the_flags(env):
 # --------------------------------------------------------------------------- CombineFn
 
 
-def _plan_for(profile_path: str, schema: pa.Schema) -> drift.DriftPlan:
-    return drift.plan_drift(profile_path, schema, [])
+def _plan_for(profile_path: str, schema: pa.Schema) -> drift_plan.DriftPlan:
+    return drift_plan.plan_drift(profile_path, schema, [])
 
 
 def _features_only_profile(env, tmp_path) -> str:
@@ -313,7 +316,7 @@ def _features_only_profile(env, tmp_path) -> str:
     return str(path)
 
 
-def _numpy_counts(tables: list[pa.Table], target: drift.Target) -> np.ndarray:
+def _numpy_counts(tables: list[pa.Table], target: drift_plan.Target) -> np.ndarray:
     """Independent reference: np.histogram on the concatenated column plus out-of-range counts."""
     col = pa.concat_tables(tables).column(target.name)
     if target.kind == "numeric":
@@ -329,7 +332,7 @@ def _numpy_counts(tables: list[pa.Table], target: drift.Target) -> np.ndarray:
 def test_combinefn_is_associative(env, tmp_path):
     current = _table(3000, seed=8, shift={"f1": 0.5}, new_cat=True)
     plan = _plan_for(_features_only_profile(env, tmp_path), current.schema)
-    fn = drift.HistogramFn(plan.targets, drift.reference_shifts(plan.profile))
+    fn = drift.HistogramFn(plan.targets, histograms.reference_shifts(plan.profile))
     pieces = [current.slice(i, 250) for i in range(0, 3000, 250)]
 
     one_pass = fn.create_accumulator()
@@ -359,7 +362,7 @@ def test_combinefn_is_associative(env, tmp_path):
                 np.testing.assert_allclose(acc.moments[t.name], one_pass.moments[t.name], rtol=1e-9)
     for t in plan.targets:
         np.testing.assert_array_equal(one_pass.counts[t.name], _numpy_counts(pieces, t))
-    report = drift.build_report(fn.extract_output(one_pass), plan)
+    report = drift_report.build_report(fn.extract_output(one_pass), plan)
     f1 = _by_name(report)["f1"]
     values = current.column("f1").to_numpy().astype(np.float64)
     assert f1["current"]["mean"] == pytest.approx(values.mean(), rel=1e-5)  # 6 digits
@@ -427,11 +430,11 @@ def test_html_parses_and_escapes_column_names(env, tmp_path):
     ref_path = util.write_parquet(tmp_path / "ref.parquet", ref)
     prof_path = str(tmp_path / "p.json")
     profile.run(["--input", ref_path, "--output", prof_path, "--quiet"])
-    plan = drift.plan_drift(prof_path, ref.schema, [])
+    plan = drift_plan.plan_drift(prof_path, ref.schema, [])
     cur = pa.table({XSS: pa.array(rng.normal(2, 1, size=500)), "kind": ref.column("kind")})
-    fn = drift.HistogramFn(plan.targets, drift.reference_shifts(plan.profile))
-    report = drift.build_report(fn.add_input(fn.create_accumulator(), cur), plan)
-    paths = drift.write_reports(report, str(tmp_path / "out"))
+    fn = drift.HistogramFn(plan.targets, histograms.reference_shifts(plan.profile))
+    report = drift_report.build_report(fn.add_input(fn.create_accumulator(), cur), plan)
+    paths = report_files.write_reports(report, str(tmp_path / "out"))
     page = Path(paths[1]).read_text()
 
     parser = _StrictParser()
@@ -470,7 +473,7 @@ def test_numeric_slots_match_numpy_on_ties_and_out_of_range():
     rng = np.random.default_rng(11)
     values = np.round(rng.normal(size=2000) * 3, 1)  # many values sit exactly on edges
     for edges in (np.arange(-4.0, 4.5, 0.5), np.linspace(-5, 5, 60), np.array([1.0, 1.0])):
-        got = drift.numeric_slots(values, edges)
+        got = histograms.numeric_slots(values, edges)
         if edges[0] == edges[-1]:
             expected = [(values < 1).sum(), (values == 1).sum(), (values > 1).sum()]
         else:

@@ -139,7 +139,7 @@ def test_fit_preprocess_on_tfrecord(tmp_path):
     import tensorflow as tf
 
     from keras_batch_score.pipelines import fit_preprocess
-    from keras_batch_score.transforms.io.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
 
     x = RNG.normal(3, 2, 300)
     words = RNG.choice(["up", "down", "left"], 300, p=[0.5, 0.3, 0.2])

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from scipy.optimize import minimize_scalar
 
-from keras_batch_score.transforms.io.tfrecord import example_bytes
+from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
 from tests import util
 
 MEAN, STD = 2.0, 3.0

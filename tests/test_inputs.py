@@ -132,7 +132,7 @@ def _write_tfrecord(path, records) -> str:
 def test_tfrecord_record_of_wrong_type_is_a_row_error(tmp_path, capsys):
     import keras
 
-    from keras_batch_score.transforms.io.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
 
     rng = np.random.default_rng(0)
     n = 150
@@ -167,13 +167,10 @@ def test_tfrecord_record_of_wrong_type_is_a_row_error(tmp_path, capsys):
 
 
 def test_parse_examples_located_bisects_only_the_failing_batch():
-    from keras_batch_score.transforms.io.tfrecord import (
-        FeatureSpec,
-        example_bytes,
-        parse_examples_located,
-    )
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes, parse_examples_located
+    from keras_batch_score.transforms.io.tfrecord_spec import TFRecordFeature
 
-    specs = (FeatureSpec("id", "int"), FeatureSpec("a", "float"))
+    specs = (TFRecordFeature("id", "int"), TFRecordFeature("a", "float"))
     records = [example_bytes({"id": i, "a": float(i)}) for i in range(40)]
     records[5] = example_bytes({"id": 5, "a": [1]})
     records[6] = b"not a tf.train.Example \xff"
@@ -222,7 +219,7 @@ def test_row_locator_joins_predictions_and_errors_back_to_input_rows(tmp_path, m
 def test_row_locator_for_tfrecord(tmp_path):
     import keras
 
-    from keras_batch_score.transforms.io.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
 
     rng = np.random.default_rng(1)
     inp = keras.Input((1,))

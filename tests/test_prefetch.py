@@ -1,4 +1,4 @@
-"""The background reader and writer (transforms/io/prefetch.py) and their use in transforms/io/parquet.py.
+"""The background reader and writer (transforms/io/prefetch.py) and their use in transforms/io/parquet_read.py and transforms/io/write.py.
 
 Checked: results keep their order, every row is read and written exactly once,
 the queues are bounded, and an exception on a background thread reaches the
@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.utils.windowed_value import WindowedValue
 
-from keras_batch_score.transforms.io import parquet as tio
+from keras_batch_score.transforms.io import parquet_read
+from keras_batch_score.transforms.io import write as io_write
 from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead
 from tests.util import write_parquet
 
@@ -135,7 +136,7 @@ def test_reader_dofn_reads_every_row_group_once_in_order(tmp_path, read_ahead):
     table = pa.table({"id": np.arange(n), "x": np.random.default_rng(0).random(n)})
     path = write_parquet(tmp_path / "in.parquet", table, row_group_size=300)
     elements = _row_groups(path)
-    fn = tio._ReadRowGroup(["id", "x"], locator=True, read_ahead=read_ahead)
+    fn = parquet_read._ReadRowGroup(["id", "x"], locator=True, read_ahead=read_ahead)
     fn.setup()
     fn.start_bundle()
     out = []
@@ -156,7 +157,7 @@ def test_reader_dofn_read_error_propagates(tmp_path):
     path = write_parquet(
         tmp_path / "in.parquet", pa.table({"x": np.arange(10.0)}), row_group_size=5
     )
-    fn = tio._ReadRowGroup(["x"], read_ahead=2)
+    fn = parquet_read._ReadRowGroup(["x"], read_ahead=2)
     fn.setup()
     fn.start_bundle()
     window = beam.transforms.window.GlobalWindow()
@@ -181,7 +182,7 @@ def test_parquet_sink_writes_every_row_once_with_beam_shard_names(tmp_path):
         _ = (
             p
             | beam.Create(tables).with_output_types(pa.Table)
-            | beam.io.Write(tio.BackgroundParquetSink(prefix, schema, num_shards=2))
+            | beam.io.Write(io_write.BackgroundParquetSink(prefix, schema, num_shards=2))
         )
     files = sorted(glob.glob(prefix + "*"))
     assert [re.sub(r".*/", "", f) for f in files] == [
@@ -196,13 +197,13 @@ def test_parquet_sink_writes_every_row_once_with_beam_shard_names(tmp_path):
 def test_parquet_sink_write_failure_fails_the_pipeline(tmp_path):
     schema = pa.schema([("id", pa.int64())])
     wrong = pa.table({"other": pa.array(["a", "b"])})
-    sink = tio.BackgroundParquetSink(str(tmp_path / "p"), schema)
+    sink = io_write.BackgroundParquetSink(str(tmp_path / "p"), schema)
     with pytest.raises(Exception, match="schema"), beam.Pipeline("FnApiRunner") as p:
         _ = p | beam.Create([wrong]).with_output_types(pa.Table) | beam.io.Write(sink)
 
 
 def test_progress_reports_the_first_batch_at_once(caplog):
-    reporter = tio.ProgressReporter(interval=3600)
+    reporter = io_write.ProgressReporter(interval=3600)
     with caplog.at_level(logging.INFO, logger="keras_batch_score"):
         reporter.add(scored=10)
         reporter.add(scored=5)

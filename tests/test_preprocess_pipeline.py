@@ -16,11 +16,9 @@ from PIL import Image
 
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.model.load import TensorInfo
-from keras_batch_score.transforms.preprocess.spec import (
-    BatchPreprocessor,
-    load_spec,
-    plan_preprocess,
-)
+from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor
+from keras_batch_score.transforms.preprocess.plan import plan_preprocess
+from keras_batch_score.transforms.preprocess.spec import load_spec
 
 RNG = np.random.default_rng(11)
 CITIES = ["paris", "rome", "oslo"]

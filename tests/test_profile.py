@@ -13,7 +13,10 @@ import pytest
 from keras_batch_score.pipelines import cli, profile
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.drift import profile_format as prof
-from keras_batch_score.transforms.drift.profiling import KLL_K, Candidate, KindRule, SketchFn
+from keras_batch_score.transforms.drift.profile_build import Candidate
+from keras_batch_score.transforms.drift.profile_format import KindRule
+from keras_batch_score.transforms.drift.profiling import SketchFn
+from keras_batch_score.transforms.drift.sketches import KLL_K
 from tests import util
 
 N = 3000
@@ -281,7 +284,7 @@ def test_sketch_merge_is_associative():
 
 
 def test_profile_reads_tfrecord(tmp_path):
-    from keras_batch_score.transforms.io.tfrecord import example_bytes
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
 
     tf = util.import_tensorflow()
     rng = np.random.default_rng(6)

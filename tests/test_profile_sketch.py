@@ -2,7 +2,7 @@
 
 The profile's edges and bin counts come from a KLL sketch, so they are
 checked against the exact numpy figures within the sketch's documented error
-(:data:`keras_batch_score.transforms.drift.profiling.KLL_K`); the drift accumulator's counts are exact
+(:data:`keras_batch_score.transforms.drift.sketches.KLL_K`); the drift accumulator's counts are exact
 and must equal a straightforward numpy computation.
 """
 
@@ -19,13 +19,14 @@ import pytest
 
 from keras_batch_score.pipelines import profile
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.drift import transforms as drift
-from keras_batch_score.transforms.drift.profiling import (
+from keras_batch_score.transforms.drift import histograms
+from keras_batch_score.transforms.drift import plan as drift_plan
+from keras_batch_score.transforms.drift.profile_build import Candidate
+from keras_batch_score.transforms.drift.profile_format import KindRule
+from keras_batch_score.transforms.drift.profiling import SketchFn
+from keras_batch_score.transforms.drift.sketches import (
     KLL_K,
-    Candidate,
     ColumnSketch,
-    KindRule,
-    SketchFn,
     add_numeric,
     largest_remainder,
     numeric_stats,
@@ -308,7 +309,7 @@ def test_accumulate_equals_a_straightforward_numpy_reference():
     probs = rng.random((n, 3)).astype(np.float32)
     probs[5, 1] = np.nan
     batch = ScoringBatch(chunked, {}, {"out": probs})
-    T = drift.Target
+    T = drift_plan.Target
     targets = [
         T("f32", "feature", "f32", None, "numeric", edges=edges),
         T("f32_many", "feature", "f32", None, "numeric", edges=many),
@@ -322,7 +323,7 @@ def test_accumulate_equals_a_straightforward_numpy_reference():
         T("absent", "prediction", "other", None, "numeric", edges=(0.0, 1.0)),
     ]
     shifts = {"f32": 0.3, "f64": -1.0, "p1": 0.5}
-    acc = drift.accumulate(batch, targets, shifts)
+    acc = histograms.accumulate(batch, targets, shifts)
     assert acc.rows == n and "absent" not in acc.counts
     columns = {
         "f32": _as_float64(table.column("f32")),
@@ -345,6 +346,6 @@ def test_accumulate_equals_a_straightforward_numpy_reference():
     assert acc.counts["word"].tolist() == [*expected, len(seen) - sum(expected)]
     assert acc.moments["word"][:2].tolist() == [n - len(seen), len(seen)]
     # The public helper agrees too (it drops NaN like the accumulator).
-    assert drift.numeric_slots(columns["f32"], edges).tolist() == _reference_slots(
+    assert histograms.numeric_slots(columns["f32"], edges).tolist() == _reference_slots(
         columns["f32"], edges
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_batch_score.transforms.drift import html as dr
+from keras_batch_score.transforms.drift import html_charts as charts
 from keras_batch_score.transforms.postprocess import calibration as cal
 from keras_batch_score.transforms.postprocess import reliability
 from tests import browser
@@ -281,7 +282,7 @@ def test_numeric_bins_are_drawn_at_their_true_widths():
         reference=[1, 20, 20, 20, 20, 20, 0],
         current=[5, 10, 30, 10, 20, 20, 5],
     )
-    svg = dr.column_chart(column)
+    svg = charts.column_chart(column)
     page = Page(svg)
     for cls in ("ref", "cur"):
         rects = sorted(
@@ -311,7 +312,7 @@ def test_numeric_bins_are_drawn_at_their_true_widths():
 def test_repeated_quantile_edges_and_constant_columns_still_draw(edges):
     n = len(edges) + 1
     column = numeric_column("c", psi=0.0, p=0.9, edges=edges, reference=[1] * n, current=[2] * n)
-    page = Page(dr.column_chart(column))
+    page = Page(charts.column_chart(column))
     rects = [r for r in page.with_class("ref", "rect") if "bin" in r["class"].split()]
     assert len(rects) == n
     for r in rects:
@@ -320,10 +321,25 @@ def test_repeated_quantile_edges_and_constant_columns_still_draw(edges):
 
 
 def test_nice_ticks_and_labels():
-    assert dr.nice_ticks(0.0, 1.0) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert dr.tick_labels(dr.nice_ticks(0.0, 1.0)) == ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]
-    assert dr.tick_labels(dr.nice_ticks(-3.0, 10.0)) == ["-2", "0", "2", "4", "6", "8", "10"]
-    assert dr.tick_labels(dr.nice_ticks(1000.0, 26000.0)) == [
+    assert charts.nice_ticks(0.0, 1.0) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert charts.tick_labels(charts.nice_ticks(0.0, 1.0)) == [
+        "0",
+        "0.2",
+        "0.4",
+        "0.6",
+        "0.8",
+        "1.0",
+    ]
+    assert charts.tick_labels(charts.nice_ticks(-3.0, 10.0)) == [
+        "-2",
+        "0",
+        "2",
+        "4",
+        "6",
+        "8",
+        "10",
+    ]
+    assert charts.tick_labels(charts.nice_ticks(1000.0, 26000.0)) == [
         "5,000",
         "10,000",
         "15,000",
@@ -334,7 +350,7 @@ def test_nice_ticks_and_labels():
 
 def test_categorical_columns_stay_category_bar_charts():
     column = categorical_column("c", psi=0.0, p=0.9, values=["x", "y"])
-    page = Page(dr.column_chart(column))
+    page = Page(charts.column_chart(column))
     assert len(page.with_class("ref", "rect")) == 3 and "(other)" in "".join(page.data)
 
 

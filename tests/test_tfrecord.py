@@ -16,11 +16,10 @@ import yaml
 from PIL import Image
 
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.io.tfrecord import (
-    FeatureSpec,
-    example_bytes,
+from keras_batch_score.transforms.io.tfrecord_parse import example_bytes, parse_examples
+from keras_batch_score.transforms.io.tfrecord_spec import (
+    TFRecordFeature,
     infer_feature_specs,
-    parse_examples,
     parse_feature_specs,
     resolve_input_format,
 )
@@ -50,11 +49,11 @@ def test_parse_examples_nulls_defaults_and_types():
         {"id": 3, "x": 2.25, "v": [4.0, 5.0, 6.0], "s": "yo", "b": b""},
     ]
     specs = (
-        FeatureSpec("id", "int"),
-        FeatureSpec("x", "float"),
-        FeatureSpec("v", "float", (3,)),
-        FeatureSpec("s", "string", (), "dflt"),
-        FeatureSpec("b", "bytes"),
+        TFRecordFeature("id", "int"),
+        TFRecordFeature("x", "float"),
+        TFRecordFeature("v", "float", (3,)),
+        TFRecordFeature("s", "string", (), "dflt"),
+        TFRecordFeature("b", "bytes"),
     )
     table = parse_examples([example_bytes(r) for r in rows], specs)
     assert table.schema == pa.schema(
@@ -75,7 +74,7 @@ def test_parse_examples_nulls_defaults_and_types():
 
 def test_spec_config_validation_and_format_detection():
     specs = parse_feature_specs({"a": "float", "v": {"dtype": "int", "shape": [2], "default": 0}})
-    assert specs == (FeatureSpec("a", "float"), FeatureSpec("v", "int", (2,), 0))
+    assert specs == (TFRecordFeature("a", "float"), TFRecordFeature("v", "int", (2,), 0))
     with pytest.raises(ConfigError, match="feature 'a' has dtype 'double'"):
         parse_feature_specs([{"name": "a", "dtype": "double"}])
     with pytest.raises(ConfigError, match="unknown key"):

@@ -812,8 +812,8 @@ def add_model_counts(
 
 
 def output_columns(outputs: Sequence[TensorInfo]) -> tuple[OutputColumn, ...]:
-    """The base prediction column of each model output (same naming as :mod:`keras_batch_score.transforms.io.parquet`)."""
-    from keras_batch_score.transforms.io.parquet import output_fields
+    """The base prediction column of each model output (same naming as :mod:`keras_batch_score.transforms.io.output_tables`)."""
+    from keras_batch_score.transforms.io.output_tables import output_fields
 
     return tuple(
         OutputColumn(info.name, field.name, field)
