@@ -413,7 +413,7 @@ def test_ab_route_is_stable_across_processes():
             text=True,
             check=True,
             env={**os.environ, "PYTHONHASHSEED": seed},
-            cwd=os.path.dirname(os.path.dirname(__file__)),
+            cwd=str(util.REPO),
         ).stdout.strip()
         for seed in ("1", "2")
     }
