@@ -94,13 +94,12 @@ def test_scoring_after_the_model_is_replaced_uses_the_new_model(gcs, tmp_path, m
     assert not os.path.exists(tmp_path / "cache" / "model.keras")
 
 
-def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys):
+def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys, features3):
     """package -> gs:// bundle; score it; a replaced model object is refused by its hash."""
     from keras_batch_score.transforms.model import bundle as bm
 
     monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path / "cache"))
-    table = util.feature_table(200, 3, seed=4)
-    input_path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=100)
+    table, input_path = features3
     model = util.mlp(3, seed=1)
     model.save(tmp_path / "m.keras")
     bundle = f"gs://{BUCKET}/bundles/churn/"
