@@ -645,12 +645,12 @@ class RouteDoFn(beam.DoFn):
 
     def process(self, batch: ScoringBatch):
         arms = route(batch.table, self._id_columns, self._shares)
+        rejected = batch.rows_rejected  # carried once, by the first arm that gets rows
         for i, name in enumerate(self._names):
             rows = np.flatnonzero(arms == i)
             if rows.size:
                 sub = take_rows(batch, rows)
-                if i == 0:
-                    sub.rows_rejected = batch.rows_rejected
+                sub.rows_rejected, rejected = rejected, 0
                 yield pvalue.TaggedOutput(name, sub)
 
 

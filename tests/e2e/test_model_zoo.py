@@ -32,8 +32,7 @@ from keras_batch_score.transforms.features.validate import (
     rejected_rows_table,
 )
 from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, health_check, load
-from tests import test_gcs, util
-from tests.test_gcs import gcs  # noqa: F401  (the GCS emulator fixture)
+from tests import deploy_support, util
 from tests.zoo_objects import ZooMLP, ZooTwoTower
 
 keras = util.keras
@@ -576,12 +575,12 @@ def test_int_model_fed_floats_scores_good_rows_and_reports_bad_ones(tmp_path):
     )
 
 
-def test_json_and_weights_from_gs(gcs, tmp_path):  # noqa: F811  (the imported fixture)
+def test_json_and_weights_from_gs(gcs, tmp_path):
     """A gs:// .json path brings its .weights.h5 along; so does a gs:// directory of both."""
     model = _functional()
     (tmp_path / "arch.json").write_text(model.to_json())
     model.save_weights(tmp_path / "arch.weights.h5")
-    bucket = gcs.bucket(test_gcs.BUCKET)
+    bucket = gcs.bucket(deploy_support.BUCKET)
     # The model cache is keyed by path: a fresh prefix per run, never a stale copy.
     prefix = f"zoo-{uuid.uuid4().hex[:8]}"
     for name in ("arch.json", "arch.weights.h5"):
@@ -589,7 +588,7 @@ def test_json_and_weights_from_gs(gcs, tmp_path):  # noqa: F811  (the imported f
         bucket.blob(f"{prefix}/dir/{name}").upload_from_filename(str(tmp_path / name))
     x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     ref = util.keras_reference(model, x)[:, 0]
-    root = f"gs://{test_gcs.BUCKET}/{prefix}"
+    root = f"gs://{deploy_support.BUCKET}/{prefix}"
     for uri in (f"{root}/file/arch.json", f"{root}/dir"):
         loaded = load(ModelSpec(uri))
         assert loaded.format == "json+weights"

@@ -266,12 +266,11 @@ def test_flags_override_the_bundle(job, tmp_path, capsys):
     assert util.read_summary(tmp_path / "o")["feature_columns_source"] == "flag"
 
 
-def test_saved_model_bundle(tmp_path):
+def test_saved_model_bundle(tmp_path, features3):
     """A SavedModel directory is bundled file by file; every file's hash is checked."""
     model = util.mlp(3, seed=8)
     model.export(str(tmp_path / "sm"))
-    table = util.feature_table(200, 3, seed=1)
-    input_path = util.write_parquet(tmp_path / "in.parquet", table)
+    table, input_path = features3
     bundle = tmp_path / "b"
     args = ["package", "--model", str(tmp_path / "sm"), "--output", str(bundle), "--quiet"]
     assert main([*args, "--feature-columns", "f1,f2,f0", "--id-column", "id"]) == 0

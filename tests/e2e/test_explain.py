@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from keras_batch_score.pipelines import cli, profile, score
+from keras_batch_score.pipelines import cli, profile
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, load
 from keras_batch_score.transforms.postprocess import explain
@@ -22,13 +22,10 @@ W = np.array([[0.5], [-2.0], [1.5], [3.0]], dtype=np.float32)
 B = np.array([0.25], dtype=np.float32)
 
 
-def _score(model: str, input_path: str, output, *extra: str) -> dict:
-    return score.run(
-        [
-            *("--model", model, "--input", input_path, "--output", str(output)),
-            *("--id-column", "id", "--batch-size", "128", "--quiet", *extra),
-        ]
-    )
+def _score(model: str, input_path: str, output, *extra: str, **options) -> dict:
+    """Scores with ids and 128-row batches (options as in util.job_argv)."""
+    defaults = {"model": model, "input": input_path, "id_column": "id", "batch_size": 128}
+    return util.run_score(output, *extra, **{**defaults, **options}).summary
 
 
 def _x(table: pa.Table, columns=FEATURES) -> np.ndarray:
@@ -72,15 +69,7 @@ def env(tmp_path_factory):
 
 def test_integrated_gradients_completeness_end_to_end(env, tmp_path):
     out = tmp_path / "out"
-    _score(
-        env["mlp_path"],
-        env["data"],
-        out,
-        "--explain",
-        "integrated-gradients",
-        "--explain-steps",
-        "64",
-    )
+    _score(env["mlp_path"], env["data"], out, explain="integrated-gradients", explain_steps=64)
     preds = util.read_predictions(out)
     assert preds.column_names == ["id", "prediction", *(f"attr_{c}" for c in FEATURES), "model"]
     assert all(preds.schema.field(f"attr_{c}").type == pa.float32() for c in FEATURES)
@@ -96,7 +85,7 @@ def test_integrated_gradients_completeness_end_to_end(env, tmp_path):
 @pytest.mark.parametrize("method", ["integrated-gradients", "gradient-x-input"])
 def test_linear_model_attributions_are_w_times_x(env, tmp_path, method):
     out = tmp_path / "out"
-    _score(env["linear_path"], env["data"], out, "--explain", method, "--explain-steps", "3")
+    _score(env["linear_path"], env["data"], out, explain=method, explain_steps=3)
     got = _attrs(util.read_predictions(out))
     np.testing.assert_allclose(got, _x(env["table"]) * W[:, 0], atol=1e-5)
 
@@ -112,12 +101,9 @@ def test_reference_mean_baseline(env, tmp_path):
         env["linear_path"],
         env["data"],
         out,
-        "--explain",
-        "integrated-gradients",
-        "--explain-baseline",
-        "reference-mean",
-        "--reference-profile",
-        prof,
+        explain="integrated-gradients",
+        explain_baseline="reference-mean",
+        reference_profile=prof,
     )
     got = _attrs(util.read_predictions(out))
     np.testing.assert_allclose(got, (_x(env["table"]) - means) * W[:, 0], atol=1e-5)
@@ -157,13 +143,13 @@ def test_vector_output_explains_the_predicted_class_or_a_given_index(tmp_path):
     x = _x(table, ["f0", "f1", "f2"])
     predicted = np.argmax(x @ w, axis=1)
     out = tmp_path / "out"
-    _score(path, data, out, "--explain", "gradient-x-input")
+    _score(path, data, out, explain="gradient-x-input")
     got = _attrs(util.read_predictions(out), ["f0", "f1", "f2"])
     np.testing.assert_allclose(got, x * w[:, predicted].T, atol=1e-5)
     assert len(set(predicted)) > 1  # rows explain different classes
     name = model.output_names[0] if hasattr(model, "output_names") else None
     out2 = tmp_path / "out2"
-    _score(path, data, out2, "--explain", "gradient-x-input", "--explain-output", f"{name}:2")
+    _score(path, data, out2, explain="gradient-x-input", explain_output=f"{name}:2")
     got2 = _attrs(util.read_predictions(out2), ["f0", "f1", "f2"])
     np.testing.assert_allclose(got2, x * w[:, 2], atol=1e-5)
 
@@ -190,7 +176,7 @@ def test_multi_input_model_gets_one_list_column_per_input(tmp_path):
     )
     data = util.write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out"
-    _score(path, data, out, "--explain", "integrated-gradients", "--explain-steps", "2")
+    _score(path, data, out, explain="integrated-gradients", explain_steps=2)
     preds = util.read_predictions(out)
     assert preds.schema.field("attr_a").type == pa.list_(pa.float32())
     np.testing.assert_allclose(
@@ -231,7 +217,7 @@ def test_saved_model_gradients_flow_and_match_keras(env, tmp_path):
     export = str(tmp_path / "sm")
     env["mlp"].export(export, verbose=False)
     out = tmp_path / "out"
-    _score(export, env["data"], out, "--explain", "gradient-x-input")
+    _score(export, env["data"], out, explain="gradient-x-input")
     got = _attrs(util.read_predictions(out))
     x = tf.constant(_x(env["table"]))
     with tf.GradientTape() as tape:
@@ -340,7 +326,7 @@ def test_preprocessed_inputs_are_explained_per_model_input_feature(tmp_path):
     table = pa.table({"id": np.arange(60), "age": age, "city": city.tolist()})
     data = util.write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out"
-    _score(path, data, out, "--preprocess", str(spec), "--explain", "gradient-x-input")
+    _score(path, data, out, preprocess=str(spec), explain="gradient-x-input")
     preds = util.read_predictions(out)
     assert preds.schema.field("attr_city").type == pa.list_(pa.float32())
     np.testing.assert_allclose(
@@ -364,7 +350,7 @@ def test_rows_with_nan_attributions_go_to_errors(tmp_path):
     table = pa.table({"id": np.arange(5), "f0": f0, "f1": np.ones(5, np.float32)})
     data = util.write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out"
-    summary = _score(path, data, out, "--explain", "gradient-x-input")
+    summary = _score(path, data, out, explain="gradient-x-input")
     assert (summary["rows_scored"], summary["rows_failed"]) == (3, 2)
     errors = util.read_errors(out)
     assert {e["stage"] for e in errors} == {"explain"}

@@ -23,33 +23,7 @@ from keras_batch_score.transforms.model import load as keras_model
 from tests import deploy_support as ds
 from tests import util
 
-BUCKET = "kbs-test"
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """A running emulator with an empty bucket; yields a google-cloud-storage client."""
-    from apache_beam.internal.gcp import auth
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    port = ds.free_port()
-    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    args = [str(ds.VENV_BIN / "gcp-storage-emulator"), "start", f"--port={port}", "--in-memory"]
-    with pytest.MonkeyPatch.context() as mp, ds.service(args, port, log):
-        mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        # Beam looks up Google default credentials once per process and retries for
-        # ~30 s when there are none; the emulator takes anonymous requests, so skip that.
-        mp.setattr(auth._Credentials, "_credentials_init", True)
-        mp.setattr(auth._Credentials, "_credentials", None)
-        client = storage.Client(project="test", credentials=AnonymousCredentials())
-        client.create_bucket(BUCKET)
-        yield client
-
-
-def _upload(client, local: str, name: str) -> str:
-    client.bucket(BUCKET).blob(name).upload_from_filename(local)
-    return f"gs://{BUCKET}/{name}"
+BUCKET = ds.BUCKET
 
 
 def _download_predictions(client, prefix: str) -> pa.Table:
@@ -68,8 +42,8 @@ def test_score_with_gs_model_input_config_and_output(gcs, tmp_path):
     for i, part in enumerate((table.slice(0, half), table.slice(half))):
         local = tmp_path / f"part-{i}.parquet"
         pq.write_table(part, local, row_group_size=100)
-        _upload(gcs, str(local), f"features/dt=2026-01-02/part-{i}.parquet")
-    model_uri = _upload(gcs, model, "models/v1/model.keras")
+        ds.upload(gcs, str(local), f"features/dt=2026-01-02/part-{i}.parquet")
+    model_uri = ds.upload(gcs, model, "models/v1/model.keras")
     config = tmp_path / "job.yaml"
     config.write_text(
         f"model: {model_uri}\n"
@@ -78,7 +52,7 @@ def test_score_with_gs_model_input_config_and_output(gcs, tmp_path):
         f"output: gs://{BUCKET}/scores/dt=2026-01-02\n"
         "id_columns: [id]\n"
     )
-    config_uri = _upload(gcs, str(config), "configs/job.yaml")
+    config_uri = ds.upload(gcs, str(config), "configs/job.yaml")
 
     summary = score.run(["--config", config_uri, "--batch-size=128"])
 
@@ -108,7 +82,7 @@ def test_saved_model_directory_is_copied_to_the_local_cache(gcs, tmp_path):
         for f in names
     )
     for rel in files:
-        _upload(gcs, str(local / rel), f"models/saved/{rel}")
+        ds.upload(gcs, str(local / rel), f"models/saved/{rel}")
 
     cache = tmp_path / "cache"
     copy = keras_model.localize(f"gs://{BUCKET}/models/saved", cache_dir=str(cache))
@@ -131,8 +105,8 @@ def test_saved_model_directory_is_copied_to_the_local_cache(gcs, tmp_path):
 def test_profile_calibration_and_drift_files_on_gs(gcs, tmp_path):
     """Profile and calibration read from gs://; drift.json written there and read by the gate."""
     model, input_path, table, _ = ds.make_job(tmp_path / "local")
-    model_uri = _upload(gcs, model, "models/v2/model.keras")
-    reference_uri = _upload(gcs, input_path, "reference/part-0.parquet")
+    model_uri = ds.upload(gcs, model, "models/v2/model.keras")
+    reference_uri = ds.upload(gcs, input_path, "reference/part-0.parquet")
     profile.run(
         [
             "--input",
@@ -151,7 +125,7 @@ def test_profile_calibration_and_drift_files_on_gs(gcs, tmp_path):
         shifted = shifted.set_column(i, name, pa.array(shifted.column(name).to_numpy() + 3.0))
     local = tmp_path / "shifted.parquet"
     pq.write_table(shifted, local)
-    current_uri = _upload(gcs, str(local), "current/part-0.parquet")
+    current_uri = ds.upload(gcs, str(local), "current/part-0.parquet")
     calibration = tmp_path / "calibration.json"
     calibration.write_text(
         json.dumps(
@@ -164,7 +138,7 @@ def test_profile_calibration_and_drift_files_on_gs(gcs, tmp_path):
             }
         )
     )
-    calibration_uri = _upload(gcs, str(calibration), "calibration/v2.json")
+    calibration_uri = ds.upload(gcs, str(calibration), "calibration/v2.json")
     output = f"gs://{BUCKET}/scores-drift"
 
     summary = score.run(

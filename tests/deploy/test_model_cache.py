@@ -1,6 +1,6 @@
 """The remote model cache follows the object's content, and the model id is the loaded bytes' hash.
 
-Against the GCS emulator (the ``gcs`` fixture of tests/test_gcs.py): a model
+Against the GCS emulator (the ``gcs`` fixture of tests/conftest.py): a model
 replaced under the same ``gs://`` name is fetched again, in later runs too.
 """
 
@@ -13,15 +13,9 @@ import numpy as np
 
 from keras_batch_score.pipelines.cli import main
 from keras_batch_score.transforms.io import model_cache
-from tests import test_gcs, util
+from tests import deploy_support, util
 
-gcs = test_gcs.gcs  # the emulator fixture (module scope here)
-BUCKET = test_gcs.BUCKET
-
-
-def _upload(client, local: str, name: str) -> str:
-    client.bucket(BUCKET).blob(name).upload_from_filename(local)
-    return f"gs://{BUCKET}/{name}"
+BUCKET = deploy_support.BUCKET
 
 
 def _sha(path) -> str:
@@ -33,12 +27,12 @@ def test_replaced_object_is_fetched_again(gcs, tmp_path):
     util.mlp(3, seed=1).save(a)
     util.mlp(3, seed=2).save(b)
     cache = str(tmp_path / "cache")
-    uri = _upload(gcs, str(a), "cache-unit/model.keras")
+    uri = deploy_support.upload(gcs, str(a), "cache-unit/model.keras")
 
     first = model_cache.localize(uri, cache_dir=cache)
     assert model_cache.localize(uri, cache_dir=cache) == first  # unchanged: served from cache
     assert _sha(first) == _sha(a)
-    _upload(gcs, str(b), "cache-unit/model.keras")
+    deploy_support.upload(gcs, str(b), "cache-unit/model.keras")
     second = model_cache.localize(uri, cache_dir=cache)
 
     assert _sha(second) == _sha(b) != _sha(a)
@@ -56,9 +50,9 @@ def test_file_system_without_checksum_falls_back_to_the_bytes(gcs, tmp_path, mon
     util.mlp(3, seed=1).save(a)
     util.mlp(3, seed=2).save(b)
     cache = str(tmp_path / "cache")
-    uri = _upload(gcs, str(a), "cache-nochecksum/model.keras")
+    uri = deploy_support.upload(gcs, str(a), "cache-nochecksum/model.keras")
     first = model_cache.localize(uri, cache_dir=cache)
-    _upload(gcs, str(b), "cache-nochecksum/model.keras")
+    deploy_support.upload(gcs, str(b), "cache-nochecksum/model.keras")
     second = model_cache.localize(uri, cache_dir=cache)
     assert (_sha(first), _sha(second)) == (_sha(a), _sha(b))
 
@@ -87,7 +81,7 @@ def test_scoring_after_the_model_is_replaced_uses_the_new_model(gcs, tmp_path, m
 
     got = {}
     for name in ("a", "b"):
-        _upload(gcs, str(tmp_path / f"{name}.keras"), "replaced/model.keras")
+        deploy_support.upload(gcs, str(tmp_path / f"{name}.keras"), "replaced/model.keras")
         out = tmp_path / f"out-{name}"
         assert _score(uri, input_path, str(out)) == 0
         got[name] = util.read_predictions(out)
@@ -100,13 +94,12 @@ def test_scoring_after_the_model_is_replaced_uses_the_new_model(gcs, tmp_path, m
     assert not os.path.exists(tmp_path / "cache" / "model.keras")
 
 
-def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys):
+def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys, features3):
     """package -> gs:// bundle; score it; a replaced model object is refused by its hash."""
     from keras_batch_score.transforms.model import bundle as bm
 
     monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path / "cache"))
-    table = util.feature_table(200, 3, seed=4)
-    input_path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=100)
+    table, input_path = features3
     model = util.mlp(3, seed=1)
     model.save(tmp_path / "m.keras")
     bundle = f"gs://{BUCKET}/bundles/churn/"
@@ -123,7 +116,7 @@ def test_bundle_on_gs_is_verified_and_scored(gcs, tmp_path, monkeypatch, capsys)
     assert set(got["model"].to_pylist()) == {manifest.version}
 
     util.mlp(3, seed=2).save(tmp_path / "other.keras")
-    _upload(gcs, str(tmp_path / "other.keras"), "bundles/churn/m.keras")
+    deploy_support.upload(gcs, str(tmp_path / "other.keras"), "bundles/churn/m.keras")
     capsys.readouterr()
     assert _score_bundle(bundle, input_path, str(tmp_path / "out2")) == 2
     err = capsys.readouterr().err

@@ -51,15 +51,18 @@ def job(tmp_path_factory):
     return root, table, model, util.write_parquet(root / "in.parquet", table, row_group_size=300)
 
 
-def _run(job, out, fmt: str, *extra: str) -> dict:
+def _run(job, out, fmt: str, *extra: str, **options) -> dict:
+    """Scores the job's multi-label model (ids ``id`` and ``name``) writing ``fmt``."""
     root, _, _, input_path = job
-    return score.run(
-        [
-            "--model", str(root / "ml.keras"), "--input", input_path, "--output", str(out),
-            "--id-column", "id", "--id-column", "name", "--feature-columns", ",".join(FEATURES),
-            "--batch-size", "128", "--quiet", "--output-format", fmt, *extra,
-        ]
-    )  # fmt: skip
+    defaults = {
+        "model": str(root / "ml.keras"),
+        "input": input_path,
+        "id_columns": ["id", "name"],
+        "feature_columns": ",".join(FEATURES),
+        "batch_size": 128,
+        "output_format": fmt,
+    }
+    return util.run_score(out, *extra, **{**defaults, **options}).summary
 
 
 CLASS_FLAGS = (

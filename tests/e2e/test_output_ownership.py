@@ -16,7 +16,7 @@ import pytest
 from keras_batch_score.pipelines import cli, score
 from keras_batch_score.transforms.core.errors import ReconciliationError
 from tests import util
-from tests.test_gcs import BUCKET, gcs  # noqa: F401  (the GCS emulator fixture)
+from tests.deploy_support import BUCKET
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 N_ROWS = 300

@@ -21,8 +21,8 @@ from keras_batch_score.transforms.model import backends
 from keras_batch_score.transforms.model.backends import litert as litert_backend
 from keras_batch_score.transforms.model.backends import onnx as onnx_backend
 from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
-from tests import test_model_zoo as zoo
 from tests import util
+from tests.e2e import test_model_zoo as zoo
 
 keras = util.keras
 tf = util.import_tensorflow()

@@ -177,31 +177,21 @@ def job(tmp_path_factory):
     return root, table, path, util.write_parquet(root / "in.parquet", table), raw
 
 
-def _score(job, out: str, *extra: str) -> dict:
+def _score(job, out: str, **options) -> dict:
+    """Scores the job's model and input into ``root/out`` (options as in util.job_argv)."""
     root, _, model, input_path, _ = job
-    return score.run(
-        [
-            "--model",
-            model,
-            "--input",
-            input_path,
-            "--output",
-            str(root / out),
-            "--id-column",
-            "id",
-            "--quiet",
-            *extra,
-        ]
-    )
+    return util.run_score(
+        root / out, model=model, input=input_path, id_column="id", **options
+    ).summary
 
 
-LAPLACE = ["--output-noise", "laplace", "--epsilon", "2", "--sensitivity", "0.5", "--seed", "42"]
+LAPLACE = {"output_noise": "laplace", "epsilon": 2, "sensitivity": 0.5, "seed": 42}
 
 
 def test_cli_laplace_scale_reproducible_and_batch_size_independent(job):
     root, _, _, _, raw = job
-    summary = _score(job, "a", *LAPLACE, "--batch-size", "64")
-    _score(job, "b", *LAPLACE, "--batch-size", "1000")
+    summary = _score(job, "a", **LAPLACE, batch_size=64)
+    _score(job, "b", **LAPLACE, batch_size=1000)
     a, b = util.read_predictions(root / "a"), util.read_predictions(root / "b")
     assert a.column_names == ["id", "prediction", "model"]
     np.testing.assert_array_equal(a["prediction"].to_numpy(), b["prediction"].to_numpy())
@@ -216,25 +206,30 @@ def test_cli_laplace_scale_reproducible_and_batch_size_independent(job):
     assert summary["config"]["seed"] != 42
     text = (root / "a" / "run_summary.json").read_text()
     assert "42" not in "".join(part[:80] for part in text.split('"seed"')[1:])
-    other = [*LAPLACE[:-1], "43"]
-    _score(job, "c", *other)
+    _score(job, "c", **{**LAPLACE, "seed": 43})
     c = util.read_predictions(root / "c")
     assert not np.allclose(c["prediction"].to_numpy(), a["prediction"].to_numpy())
 
 
-def test_cli_gaussian_sigma_and_derived_columns_use_the_noisy_value(job, tmp_path):
+def test_cli_gaussian_sigma_and_derived_columns_use_the_noisy_value(job, tmp_path, score_job):
     _root, table, _, input_path, _ = job
     model = util.mlp(N_FEATURES, outputs=3, seed=6)
     model.save(tmp_path / "c.keras")
     (tmp_path / "classes.txt").write_text("a\nb\nc\n")
-    summary = score.run(
-        [
-            "--model", str(tmp_path / "c.keras"), "--input", input_path, "--output", str(tmp_path / "out"),
-            "--quiet", "--feature-columns", ",".join(FEATURES), "--output-noise", "gaussian", "--epsilon", "1", "--delta", "1e-5",
-            "--sensitivity", "0.05", "--seed", "1", "--class-names", str(tmp_path / "classes.txt"),
-            "--top-k", "1", "--probability-columns",
-        ]
-    )  # fmt: skip
+    summary = score_job(
+        model=tmp_path / "c.keras",
+        input=input_path,
+        output=tmp_path / "out",
+        feature_columns=",".join(FEATURES),
+        output_noise="gaussian",
+        epsilon=1,
+        delta="1e-5",
+        sensitivity=0.05,
+        seed=1,
+        class_names=tmp_path / "classes.txt",
+        top_k=1,
+        probability_columns=True,
+    ).summary
     sigma = privacy.analytic_gaussian_sigma(1.0, 1e-5, 0.05)
     assert summary["output_noise"]["sigma"] == pytest.approx(sigma)
     got = util.read_predictions(tmp_path / "out", sort_by=None)  # row locator: no id column

@@ -27,9 +27,7 @@ def _env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BATCH_SCORE_VERBOSITY")
     }
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(util.REPO), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
 

@@ -31,7 +31,7 @@ def _env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BATCH_SCORE_VERBOSITY")
     }
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(util.REPO)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     # SDK worker processes (multi_processing) start the `python` first on PATH.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])

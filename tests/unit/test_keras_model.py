@@ -101,7 +101,7 @@ def test_custom_layer_needs_custom_object(tmp_path):
             ModelError, match=r"custom class .*Scale.*--custom-object <module>:Scale"
         ):
             load(ModelSpec(str(path)))
-        loaded = load(ModelSpec(str(path), custom_objects=("tests.test_keras_model:Scale",)))
+        loaded = load(ModelSpec(str(path), custom_objects=("tests.unit.test_keras_model:Scale",)))
     finally:
         keras.saving.get_custom_objects()[registered] = Scale
     x = _x()
@@ -116,7 +116,7 @@ def test_bad_custom_object_reference_is_explained():
     with pytest.raises(ModelError, match="expected module:attr"):
         resolve_custom_objects(["no_colon"])
     with pytest.raises(ModelError, match="has no attribute 'Nope'"):
-        resolve_custom_objects(["tests.test_keras_model:Nope"])
+        resolve_custom_objects(["tests.unit.test_keras_model:Nope"])
 
 
 def test_missing_and_unknown_files(tmp_path):

@@ -24,11 +24,10 @@ def data(tmp_path_factory):
     return root, table, util.write_parquet(root / "in.parquet", table, row_group_size=250)
 
 
-def _run(input_path: str, out, model: str, *extra: str) -> dict:
-    return score.run(
-        ["--model", model, "--input", input_path, "--output", str(out), "--id-column", "id",
-         "--batch-size", "100", "--quiet", *extra]
-    )  # fmt: skip
+def _run(input_path: str, out, model: str, *extra: str, **options) -> dict:
+    """Scores with ids and 100-row batches (options as in util.job_argv)."""
+    defaults = {"model": model, "input": input_path, "id_column": "id", "batch_size": 100}
+    return util.run_score(out, *extra, **{**defaults, **options}).summary
 
 
 def _numpy_stats(a: np.ndarray, b: np.ndarray) -> dict:
@@ -59,8 +58,7 @@ def test_shadow_leaves_the_release_unchanged_and_reports_agreement(tmp_path, dat
         input_path,
         tmp_path / "sh",
         str(tmp_path / "a.keras"),
-        "--shadow-model",
-        str(tmp_path / "b.keras"),
+        shadow_model=str(tmp_path / "b.keras"),
     )
     plain, got = util.read_predictions(tmp_path / "plain"), util.read_predictions(tmp_path / "sh")
     assert got.column_names == ["id", "prediction", "prediction_shadow", "model"]
@@ -107,8 +105,7 @@ def test_rows_the_shadow_fails_on_are_still_released(tmp_path, data):
         input_path,
         tmp_path / "out",
         str(tmp_path / "a.keras"),
-        "--shadow-model",
-        str(tmp_path / "exp.keras"),
+        shadow_model=str(tmp_path / "exp.keras"),
     )
     assert (summary["rows_scored"], summary["rows_failed"]) == (900, 0)
     got = util.read_predictions(tmp_path / "out")

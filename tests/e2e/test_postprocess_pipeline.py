@@ -54,21 +54,10 @@ def data(tmp_path_factory):
     return table, util.write_parquet(root / "in.parquet", table, row_group_size=400)
 
 
-def _run(input_path: str, output, *extra: str) -> dict:
-    return score.run(
-        [
-            "--input",
-            input_path,
-            "--output",
-            str(output),
-            "--id-column",
-            "id",
-            "--batch-size",
-            "256",
-            "--quiet",
-            *extra,
-        ]
-    )
+def _run(input_path: str, output, *extra: str, **options) -> dict:
+    """Scores ``input_path`` into ``output`` with ids and 256-row batches (options as in util.job_argv)."""
+    defaults = {"input": input_path, "id_column": "id", "batch_size": 256}
+    return util.run_score(output, *extra, **{**defaults, **options}).summary
 
 
 def _x(table: pa.Table) -> np.ndarray:
@@ -85,15 +74,10 @@ def test_geometric_ensemble_with_member_columns_and_spread(tmp_path, data):
     summary = _run(
         input_path,
         tmp_path / "out",
-        "--model",
-        f"alpha={pa_}",
-        "--model",
-        f"beta={pb}",
-        "--ensemble",
-        "geometric",
-        "--ensemble-weights",
-        "alpha=3,beta=1",
-        "--keep-member-predictions",
+        model=[f"alpha={pa_}", f"beta={pb}"],
+        ensemble="geometric",
+        ensemble_weights="alpha=3,beta=1",
+        keep_member_predictions=True,
     )
     got = util.read_predictions(tmp_path / "out")
     assert got.column_names == [
@@ -136,7 +120,7 @@ def test_members_with_incompatible_outputs_fail_before_reading(tmp_path, data):
     with pytest.raises(
         ConfigError, match=r"'b' .* has outputs .*\(4,\).* same output names and shapes"
     ):
-        _run(input_path, tmp_path / "out", "--model", pa_, "--model", pb)
+        _run(input_path, tmp_path / "out", model=[pa_, pb])
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -212,16 +196,11 @@ def test_calibrate_then_score_with_calibration_and_top_k(tmp_path, labelled):
     _run(
         path,
         tmp_path / "out",
-        "--model",
-        model_path,
-        "--calibration",
-        str(out_json),
-        "--class-names",
-        str(names),
-        "--top-k",
-        "2",
-        "--feature-columns",
-        ",".join(FEATURES),
+        model=model_path,
+        calibration=str(out_json),
+        class_names=str(names),
+        top_k=2,
+        feature_columns=",".join(FEATURES),
     )
     got = util.read_predictions(tmp_path / "out")
     assert got.column_names == ["id", "prediction", "top_k_labels", "top_k_scores", "model"]
@@ -245,18 +224,7 @@ def test_inverse_standardization_and_clip(tmp_path, data):
     inp = keras.Input((N_FEATURES,), name="x")
     model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.Dense(8, activation="tanh")(inp)))
     path = _save(model, tmp_path / "reg.keras")
-    _run(
-        input_path,
-        tmp_path / "out",
-        "--model",
-        path,
-        "--target-mean",
-        "10",
-        "--target-std",
-        "4",
-        "--clip-min",
-        "9.5",
-    )
+    _run(input_path, tmp_path / "out", model=path, target_mean=10, target_std=4, clip_min="9.5")
     got = util.read_predictions(tmp_path / "out")
     raw = util.keras_reference(model, _x(table))[:, 0]
     expected = np.maximum(raw * 4 + 10, 9.5)
@@ -270,27 +238,11 @@ def test_bad_calibration_and_class_names_fail_at_startup(tmp_path, data):
     names = tmp_path / "classes.txt"
     names.write_text("a\nb\n")
     with pytest.raises(ConfigError, match="lists 2 names, the model outputs 3 classes"):
-        _run(
-            input_path,
-            tmp_path / "o",
-            "--model",
-            model_path,
-            "--class-names",
-            str(names),
-            "--top-k",
-            "1",
-        )
+        _run(input_path, tmp_path / "o", model=model_path, class_names=str(names), top_k=1)
     p = np.full(10, 0.5)
     (tmp_path / "c.json").write_text(cal.fit(p, np.arange(10) % 2, "platt").to_json())
     with pytest.raises(ConfigError, match="fitted on 1-wide scores, but the model outputs 3"):
-        _run(
-            input_path,
-            tmp_path / "o",
-            "--model",
-            model_path,
-            "--calibration",
-            str(tmp_path / "c.json"),
-        )
+        _run(input_path, tmp_path / "o", model=model_path, calibration=str(tmp_path / "c.json"))
 
 
 # --------------------------------------------------------------------------- 3. MC dropout
@@ -371,9 +323,7 @@ def test_mc_dropout_refuses_saved_model(tmp_path, data):
     _, input_path = data
     _classifier(1).export(str(tmp_path / "sm"))
     with pytest.raises(ConfigError, match=r"needs a \.keras or \.h5 model"):
-        _run(
-            input_path, tmp_path / "o", "--model", str(tmp_path / "sm"), "--mc-dropout-samples", "4"
-        )
+        _run(input_path, tmp_path / "o", model=str(tmp_path / "sm"), mc_dropout_samples=4)
 
 
 # --------------------------------------------------------------------------- 4. A/B split and fallback
@@ -413,7 +363,7 @@ def test_ab_route_is_stable_across_processes():
             text=True,
             check=True,
             env={**os.environ, "PYTHONHASHSEED": seed},
-            cwd=os.path.dirname(os.path.dirname(__file__)),
+            cwd=str(util.REPO),
         ).stdout.strip()
         for seed in ("1", "2")
     }
@@ -500,9 +450,7 @@ def test_fallback_scores_batches_the_primary_fails_on(tmp_path):
     assert summary["rows_by_model"][fb_id] == int(from_fallback.sum())
 
     # without a fallback the same batches go to the errors output
-    summary = _run(
-        input_path, tmp_path / "out2", "--model", pp_, "--custom-object", f"{__name__}:Tripwire"
-    )
+    summary = _run(input_path, tmp_path / "out2", model=pp_, custom_object=f"{__name__}:Tripwire")
     assert (
         summary["rows_failed"] == int(from_fallback.sum())
         and summary["rows_scored"] == 1500 - summary["rows_failed"]

@@ -61,14 +61,13 @@ def test_fit_preprocess_on_an_all_null_column_is_one_error_line(tmp_path, capsys
     assert not (tmp_path / "fitted.yaml").exists()
 
 
-def test_errors_listing_columns_cut_the_list(tmp_path, capsys):
+def test_errors_listing_columns_cut_the_list(tmp_path, capsys, mlp3):
     """A wide input's column list is cut: first 20 names, then '… and N more'."""
     table = feature_table(50, 60)
     data = write_parquet(tmp_path / "wide.parquet", table)
-    model = tmp_path / "m.keras"
-    mlp(3).save(model)
+    _, model = mlp3
     code = main(
-        ["score", "--model", str(model), "--input", data, "--id-column", "id",
+        ["score", "--model", model, "--input", data, "--id-column", "id",
          "--feature-columns", "f0,f1,nope", "--output", str(tmp_path / "out")]
     )  # fmt: skip
     line = _one_error_line(capsys.readouterr().err)

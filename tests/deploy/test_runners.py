@@ -115,7 +115,7 @@ def test_dataflow_dry_run_builds_job_with_setup_py(tmp_path, job, monkeypatch):
 
     monkeypatch.setattr(beam.Pipeline, "run", recording_run)
     # gs://fake-bucket cannot be reached from here; the output checks on gs:// are tested
-    # against the GCS emulator (tests/test_output_ownership.py::test_ownership_on_gcs).
+    # against the GCS emulator (tests/e2e/test_output_ownership.py::test_ownership_on_gcs).
     monkeypatch.setattr(score, "check_score_output", lambda *a, **k: None)
     monkeypatch.chdir(ds.REPO)
     info = score.run(

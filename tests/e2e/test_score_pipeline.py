@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from keras_batch_score.pipelines import score
 from tests import util
 
 keras = util.keras
@@ -35,23 +34,10 @@ def model_path(tmp_path_factory):
     return model, str(path)
 
 
-def _run(model: str, input_path: str, output, *extra: str) -> dict:
-    return score.run(
-        [
-            "--model",
-            model,
-            "--input",
-            input_path,
-            "--output",
-            str(output),
-            "--id-column",
-            "id",
-            "--batch-size",
-            "512",
-            "--quiet",
-            *extra,
-        ]
-    )
+def _run(model: str, input_path: str, output, *extra: str, **options) -> dict:
+    """Scores with ids and 512-row batches (options as in util.job_argv)."""
+    defaults = {"model": model, "input": input_path, "id_column": "id", "batch_size": 512}
+    return util.run_score(output, *extra, **{**defaults, **options}).summary
 
 
 def test_predictions_equal_keras_and_ids_line_up(tmp_path, data, model_path):
@@ -188,9 +174,9 @@ def test_rerun_replaces_previous_shards(tmp_path, data, model_path):
     _, input_path = data
     _, path = model_path
     out = tmp_path / "out"
-    _run(path, input_path, out, "--num-shards", "3")
+    _run(path, input_path, out, num_shards=3)
     assert len([f for f in os.listdir(out) if f.startswith("predictions-")]) == 3
-    _run(path, input_path, out, "--num-shards", "2")
+    _run(path, input_path, out, num_shards=2)
     shards = sorted(f for f in os.listdir(out) if f.startswith("predictions-"))
     assert shards == ["predictions-00000-of-00002.parquet", "predictions-00001-of-00002.parquet"]
     assert util.read_predictions(out).num_rows == 3000
@@ -214,9 +200,7 @@ def test_inference_failure_sends_rows_to_errors(tmp_path, data, model_path):
     f0[300:] = -1e12  # rows 300.. make every batch holding them fail
     table = table.set_column(1, "f0", pa.array(f0.astype(np.float32)))
     input_path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=300)
-    summary = _run(
-        str(tmp_path / "fail.keras"), input_path, tmp_path / "out", "--batch-size", "300"
-    )
+    summary = _run(str(tmp_path / "fail.keras"), input_path, tmp_path / "out", batch_size=300)
     assert summary["rows_read"] == 600
     assert summary["rows_scored"] == 300 and summary["rows_failed"] == 300
     errors = util.read_errors(tmp_path / "out")
