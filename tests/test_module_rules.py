@@ -27,15 +27,11 @@ OVERSIZE_TO_SPLIT = {
     "pipelines/score.py",
     "transforms/run/publish.py",
     "transforms/drift/profiling.py",
-    "transforms/features/validate.py",
-    "transforms/postprocess/calibration.py",
     "transforms/io/parquet.py",
     "transforms/drift/html.py",
     "transforms/io/tfrecord.py",
     "transforms/drift/transforms.py",
     "transforms/preprocess/spec.py",
-    "transforms/model/load.py",
-    "transforms/postprocess/apply.py",
 }
 
 

@@ -39,7 +39,7 @@ from keras_batch_score.transforms.drift.profile_format import (
     category_strings,
     load_profile,
 )
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 DRIFT_FORMAT = "keras-batch-score/drift"
 DRIFT_VERSION = 1

@@ -30,7 +30,7 @@ from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead
 from keras_batch_score.transforms.io.schema import LOCATOR_FIELDS, cast_table
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.run.progress import ProgressChannel
 
 _LOG = logging.getLogger("keras_batch_score")

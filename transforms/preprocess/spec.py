@@ -44,10 +44,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.core.errors import ConfigError, format_names
+from keras_batch_score.transforms.core.errors import ConfigError, error_table, format_names
 from keras_batch_score.transforms.core.safe_yaml import read_yaml
-from keras_batch_score.transforms.features.validate import FeatureLayout, InputBinding, error_table
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.features.layout import FeatureLayout, InputBinding
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.preprocess import ops
 
 STAGE = "preprocess"
