@@ -264,7 +264,7 @@ def plan_fields(
         key_columns: Columns that key each row's noise.
         load_shadow: ``(name, path, role) -> LoadedModel``, checking outputs like a member.
     """
-    from keras_batch_score.transforms.postprocess import apply as pp
+    from keras_batch_score.transforms.postprocess import plan as pp
     from keras_batch_score.transforms.postprocess.class_outputs import (
         probability_columns,
         resolve_thresholds,

@@ -31,7 +31,9 @@ from apache_beam.io.filesystems import FileSystems
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.io import model_cache
 from keras_batch_score.transforms.model import bundle as bm
-from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, load
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
+from keras_batch_score.transforms.model.spec import ModelSpec
 
 # Where each spec file goes in the bundle.
 SPEC_NAMES = {

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from keras_batch_score.transforms.core.errors import ConfigError
-
-ENSEMBLE_METHODS = ("mean", "geometric", "median", "vote")
+from keras_batch_score.transforms.postprocess.ensemble import METHODS as ENSEMBLE_METHODS
 
 # ScoreConfig field name -> default. Keep in sync with ScoreConfig.
 FIELDS: dict[str, Any] = {
@@ -384,7 +383,7 @@ def validate(config: Any) -> None:
 
 def model_spec(config: Any, path: str) -> Any:
     """The ModelSpec of ``path`` with the job's loading options."""
-    from keras_batch_score.transforms.model.load import ModelSpec
+    from keras_batch_score.transforms.model.spec import ModelSpec
 
     return ModelSpec(
         path=path,
@@ -431,8 +430,10 @@ def plan_postprocess(
             calibration or class-names file that does not fit the model, MC
             dropout on a SavedModel, and so on.
     """
-    from keras_batch_score.transforms.model.load import health_check, load
-    from keras_batch_score.transforms.postprocess import apply as pp
+    from keras_batch_score.transforms.model.health_check import health_check
+    from keras_batch_score.transforms.model.load import load
+    from keras_batch_score.transforms.model.mc_dropout import keras_model_of
+    from keras_batch_score.transforms.postprocess import plan as pp
     from keras_batch_score.transforms.postprocess.calibration import Calibration
 
     members = parse_members(config.model, config.ensemble_weights)
@@ -478,7 +479,7 @@ def plan_postprocess(
         )
     if config.mc_dropout_samples:
         for run, model in zip(runs, loaded, strict=True):
-            if pp.keras_model_of(model) is None:
+            if keras_model_of(model) is None:
                 raise ConfigError(
                     f"model {run.name!r} ({run.spec.path}) is a SavedModel: --mc-dropout-samples needs "
                     "a .keras or .h5 model (training mode)"

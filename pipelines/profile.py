@@ -351,8 +351,8 @@ def plan(config: ProfileConfig) -> ProfilePlan:
 def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollection:
     """Adds the profile steps to ``pipeline``; returns the PCollection of the profile dict."""
     from keras_batch_score.pipelines import score
+    from keras_batch_score.transforms.core.rebatch import Rebatch
     from keras_batch_score.transforms.io.read import ReadInput
-    from keras_batch_score.transforms.model.handler import Rebatch
 
     config = plan.config
     metadata: dict[str, Any] = {

@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import (
 from keras_batch_score.pipelines import bundle_options, postprocess_options
 from keras_batch_score.pipelines.about import absolute_uri, versions
 from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
+from keras_batch_score.transforms.core.rebatch import Rebatch
 from keras_batch_score.transforms.drift.plan import (
     DriftPlan,
     kept_columns,
@@ -43,11 +44,8 @@ from keras_batch_score.transforms.drift.plan import (
 )
 from keras_batch_score.transforms.drift.report_files import drift_outcome, report_paths
 from keras_batch_score.transforms.drift.transforms import ComputeDrift
-from keras_batch_score.transforms.features.validate import (
-    FeatureLayout,
-    ValidateFeatures,
-    plan_layout,
-)
+from keras_batch_score.transforms.features.layout import FeatureLayout, plan_layout
+from keras_batch_score.transforms.features.transforms import ValidateFeatures
 from keras_batch_score.transforms.io.files import input_pattern, match_files
 from keras_batch_score.transforms.io.output_formats import JsonLayout, prediction_layout
 from keras_batch_score.transforms.io.output_tables import predictions_schema
@@ -70,19 +68,21 @@ from keras_batch_score.transforms.io.write import (
     WriteErrors,
     WritePredictions,
 )
-from keras_batch_score.transforms.model.handler import KerasModelHandler, Rebatch, RunKerasInference
-from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
+from keras_batch_score.transforms.model.handler import KerasModelHandler, RunKerasInference
+from keras_batch_score.transforms.model.health_check import health_check
+from keras_batch_score.transforms.model.load import load
 from keras_batch_score.transforms.model.shadow import add_shadow_stats, shadow_keys, shadow_pairs
-from keras_batch_score.transforms.postprocess.apply import (
-    PostprocessPlan,
-    add_model_counts,
-    score_and_postprocess,
-)
+from keras_batch_score.transforms.model.spec import ModelSpec
 from keras_batch_score.transforms.postprocess.insights import (
     AddInsights,
     InsightsPlan,
     add_insight_counts,
     plan_insights,
+)
+from keras_batch_score.transforms.postprocess.plan import PostprocessPlan
+from keras_batch_score.transforms.postprocess.transforms import (
+    add_model_counts,
+    score_and_postprocess,
 )
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan, plan_from_config
 from keras_batch_score.transforms.preprocess.transforms import PreprocessFeatures

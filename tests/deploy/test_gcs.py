@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from keras_batch_score.pipelines import profile, score
-from keras_batch_score.transforms.model import load as keras_model
+from keras_batch_score.transforms.io import model_cache
 from tests import deploy_support as ds
 from tests import util
 
@@ -85,8 +85,8 @@ def test_saved_model_directory_is_copied_to_the_local_cache(gcs, tmp_path):
         ds.upload(gcs, str(local / rel), f"models/saved/{rel}")
 
     cache = tmp_path / "cache"
-    copy = keras_model.localize(f"gs://{BUCKET}/models/saved", cache_dir=str(cache))
-    again = keras_model.localize(f"gs://{BUCKET}/models/saved", cache_dir=str(cache))
+    copy = model_cache.localize(f"gs://{BUCKET}/models/saved", cache_dir=str(cache))
+    again = model_cache.localize(f"gs://{BUCKET}/models/saved", cache_dir=str(cache))
 
     assert copy == again and copy.startswith(str(cache))
     copied = sorted(

@@ -20,7 +20,9 @@ from keras_batch_score.transforms.core.errors import ConfigError, ModelError
 from keras_batch_score.transforms.model import backends
 from keras_batch_score.transforms.model.backends import litert as litert_backend
 from keras_batch_score.transforms.model.backends import onnx as onnx_backend
-from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
+from keras_batch_score.transforms.model.health_check import health_check
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.spec import ModelSpec
 from tests import util
 from tests.e2e import test_model_zoo as zoo
 

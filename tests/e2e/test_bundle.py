@@ -431,7 +431,7 @@ def test_feature_source_names_where_the_list_came_from():
     from types import SimpleNamespace
 
     from keras_batch_score.pipelines.bundle_options import BundleUse, feature_source
-    from keras_batch_score.transforms.model.load import TensorInfo
+    from keras_batch_score.transforms.model.tensors import TensorInfo
 
     one = [TensorInfo("x", (3,), "float32")]
     two = [TensorInfo("a", (), "float32"), TensorInfo("b", (), "float32")]

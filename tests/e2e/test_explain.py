@@ -10,7 +10,9 @@ import pytest
 
 from keras_batch_score.pipelines import cli, profile
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, load
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.spec import ModelSpec
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.postprocess import explain
 from tests import util
 

@@ -265,7 +265,8 @@ def test_bisection_is_bounded_when_every_row_fails():
 def test_handler_splits_failed_rows_back_to_their_batches():
     from keras_batch_score.transforms.core.batch import ScoringBatch
     from keras_batch_score.transforms.model.handler import KerasModelHandler
-    from keras_batch_score.transforms.model.load import LoadedModel, TensorInfo
+    from keras_batch_score.transforms.model.loaded_model import LoadedModel
+    from keras_batch_score.transforms.model.tensors import TensorInfo
 
     def call(tensors):
         x = np.asarray(tensors["x"])
@@ -344,7 +345,8 @@ def test_non_finite_outputs_are_named_on_multi_output_models(tmp_path):
     table = _table(500, seed=5, f0={10: 100.0, 20: 100.0}, f1={20: 100.0, 30: 100.0})
     assert _score(tmp_path, table, path) == 0
     errors = {_row_id(e): e["reason"] for e in util.read_errors(tmp_path / "out")}
-    from keras_batch_score.transforms.model.load import ModelSpec, load
+    from keras_batch_score.transforms.model.load import load
+    from keras_batch_score.transforms.model.spec import ModelSpec
 
     names = [info.name for info in load(ModelSpec(path)).outputs]  # checked in this order
     first = "score" if names.index("score") < names.index("aux") else "aux"

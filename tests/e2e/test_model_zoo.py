@@ -26,12 +26,12 @@ import pytest
 
 from keras_batch_score.pipelines.cli import main as cli_main
 from keras_batch_score.transforms.core.errors import ModelError
-from keras_batch_score.transforms.features.validate import (
-    assemble_features,
-    plan_layout,
-    rejected_rows_table,
-)
-from keras_batch_score.transforms.model.load import ModelSpec, TensorInfo, health_check, load
+from keras_batch_score.transforms.features.layout import plan_layout
+from keras_batch_score.transforms.features.validate import assemble_features, rejected_rows_table
+from keras_batch_score.transforms.model.health_check import health_check
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.spec import ModelSpec
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from tests import deploy_support, util
 from tests.zoo_objects import ZooMLP, ZooTwoTower
 
@@ -504,7 +504,7 @@ def test_dictionary_encoded_strings_feed_string_inputs():
 def test_validate_dofn_splits_off_non_integer_rows():
     from apache_beam import pvalue
 
-    from keras_batch_score.transforms.features.validate import ValidateDoFn
+    from keras_batch_score.transforms.features.transforms import ValidateDoFn
 
     table = pa.table({"id": pa.array([10, 11, 12], pa.int64()), "tok": pa.array([1.0, 1.5, 2.0])})
     layout = plan_layout(table.schema, [TensorInfo("tokens", (1,), "int64")], id_columns=["id"])

@@ -11,9 +11,14 @@ import pyarrow as pa
 import pytest
 
 from keras_batch_score.pipelines import score
+from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.postprocess import apply as pp
+from keras_batch_score.transforms.model.mc_dropout import MCDropout
+from keras_batch_score.transforms.model.output_keys import std_key
 from keras_batch_score.transforms.postprocess import calibration as cal
+from keras_batch_score.transforms.postprocess import calibration_metrics as cm
+from keras_batch_score.transforms.postprocess.routing import route
+from keras_batch_score.transforms.postprocess.transforms import ToFallbackDoFn
 from tests import util
 
 keras = util.keras
@@ -181,7 +186,7 @@ def test_calibrate_then_score_with_calibration_and_top_k(tmp_path, labelled):
     assert result["params"]["temperature"] > 1.5  # the student was overconfident
     report = result["report"]
     assert report["rows"] == 2000 and report["before"]["ece"] == pytest.approx(
-        cal.ece(raw, y), abs=1e-5
+        cm.ece(raw, y), abs=1e-5
     )
     assert (
         report["after"]["ece"] < report["before"]["ece"]
@@ -249,7 +254,8 @@ def test_bad_calibration_and_class_names_fail_at_startup(tmp_path, data):
 
 
 def _loaded(model: keras.Model, path) -> object:
-    from keras_batch_score.transforms.model.load import ModelSpec, load
+    from keras_batch_score.transforms.model.load import load
+    from keras_batch_score.transforms.model.spec import ModelSpec
 
     model.save(path)
     return load(ModelSpec(str(path)))
@@ -259,14 +265,14 @@ def test_mc_dropout_std_positive_with_dropout_zero_without_and_seeded(tmp_path, 
     table, _ = data
     x = {"x": _x(table)[:300]}
     with_dropout = _loaded(_classifier(1, dropout=0.5), tmp_path / "d.keras")
-    a = pp.MCDropout(with_dropout, 16, seed=7).predict(x)
-    b = pp.MCDropout(with_dropout, 16, seed=7).predict(x)
-    c = pp.MCDropout(with_dropout, 16, seed=8).predict(x)
+    a = MCDropout(with_dropout, 16, seed=7).predict(x)
+    b = MCDropout(with_dropout, 16, seed=7).predict(x)
+    c = MCDropout(with_dropout, 16, seed=8).predict(x)
     key = with_dropout.outputs[0].name
-    assert a[key].shape == (300, 3) and a[pp.std_key(key)].shape == (300, 3)
-    assert (a[pp.std_key(key)] > 0).mean() > 0.9
+    assert a[key].shape == (300, 3) and a[std_key(key)].shape == (300, 3)
+    assert (a[std_key(key)] > 0).mean() > 0.9
     np.testing.assert_array_equal(a[key], b[key])
-    np.testing.assert_array_equal(a[pp.std_key(key)], b[pp.std_key(key)])
+    np.testing.assert_array_equal(a[std_key(key)], b[std_key(key)])
     assert not np.array_equal(a[key], c[key])
     np.testing.assert_allclose(a[key].sum(axis=1), 1.0, rtol=1e-5)
 
@@ -279,9 +285,9 @@ def test_mc_dropout_std_positive_with_dropout_zero_without_and_seeded(tmp_path, 
         np.full(8, 0.3, np.float32)
     )  # make inference != training mode
     loaded = _loaded(plain, tmp_path / "p.keras")
-    out = pp.MCDropout(loaded, 5, seed=1).predict(x)
+    out = MCDropout(loaded, 5, seed=1).predict(x)
     name = loaded.outputs[0].name
-    np.testing.assert_array_equal(out[pp.std_key(name)], 0.0)
+    np.testing.assert_array_equal(out[std_key(name)], 0.0)
     np.testing.assert_allclose(out[name], util.keras_reference(plain, x["x"])[:, 0], atol=1e-6)
 
 
@@ -311,12 +317,12 @@ def test_mc_dropout_on_a_sequential_model(tmp_path, data):
     )  # fmt: skip
     loaded = _loaded(seq, tmp_path / "s.keras")
     x = {loaded.inputs[0].name: _x(table)[:200]}
-    out = pp.MCDropout(loaded, 4, seed=1).predict(x)
+    out = MCDropout(loaded, 4, seed=1).predict(x)
     name = loaded.outputs[0].name
     np.testing.assert_allclose(
         out[name], util.keras_reference(seq, _x(table)[:200])[:, 0], atol=1e-6
     )
-    np.testing.assert_array_equal(out[pp.std_key(name)], 0.0)
+    np.testing.assert_array_equal(out[std_key(name)], 0.0)
 
 
 def test_mc_dropout_refuses_saved_model(tmp_path, data):
@@ -338,21 +344,21 @@ def _ids(n: int, kind: str) -> pa.Table:
 @pytest.mark.parametrize("kind", ["str", "int"])
 def test_ab_route_shares_on_100k_rows_and_batching_invariance(kind):
     table = _ids(100_000, kind)
-    arms = pp.route(table, ["id"], [0.9, 0.1])
+    arms = route(table, ["id"], [0.9, 0.1])
     assert abs((arms == 1).mean() - 0.1) < 0.02 and abs((arms == 0).mean() - 0.9) < 0.02
-    three = pp.route(table, ["id"], [0.5, 0.3, 0.2])
+    three = route(table, ["id"], [0.5, 0.3, 0.2])
     np.testing.assert_allclose(
         np.bincount(three, minlength=3) / 100_000, [0.5, 0.3, 0.2], atol=0.02
     )
     pieces = np.concatenate(
-        [pp.route(table.slice(s, 7000), ["id"], [0.9, 0.1]) for s in range(0, 100_000, 7000)]
+        [route(table.slice(s, 7000), ["id"], [0.9, 0.1]) for s in range(0, 100_000, 7000)]
     )
     np.testing.assert_array_equal(pieces, arms)
 
 
 def test_ab_route_is_stable_across_processes():
     code = (
-        "import numpy as np, pyarrow as pa; from keras_batch_score.transforms.postprocess.apply import route;"
+        "import numpy as np, pyarrow as pa; from keras_batch_score.transforms.postprocess.routing import route;"
         "t = pa.table({'id': [f'user-{i}' for i in range(2000)], 'n': np.arange(2000)});"
         "print(''.join(map(str, route(t, ['id', 'n'], [0.5, 0.5]))))"
     )
@@ -369,7 +375,7 @@ def test_ab_route_is_stable_across_processes():
     }
     assert len(runs) == 1
     t = pa.table({"id": [f"user-{i}" for i in range(2000)], "n": np.arange(2000)})
-    assert runs.pop() == "".join(map(str, pp.route(t, ["id", "n"], [0.5, 0.5])))
+    assert runs.pop() == "".join(map(str, route(t, ["id", "n"], [0.5, 0.5])))
 
 
 def test_ab_split_pipeline_routes_rows_and_counts_them(tmp_path, data):
@@ -381,7 +387,7 @@ def test_ab_split_pipeline_routes_rows_and_counts_them(tmp_path, data):
     _run(input_path, tmp_path / "o2", *flags)
     got = util.read_predictions(tmp_path / "o1")
     assert got.equals(util.read_predictions(tmp_path / "o2"))
-    arms = pp.route(table.select(["id"]), ["id"], [0.7, 0.3])
+    arms = route(table.select(["id"]), ["id"], [0.7, 0.3])
     ids = {0: summary_id(summary, "a.keras"), 1: summary_id(summary, "b.keras")}
     assert got["model"].to_pylist() == [ids[i] for i in arms]
     x = _x(table)
@@ -534,9 +540,9 @@ def test_bad_options_are_config_errors(flags, message):
 def test_fallback_logs_each_distinct_error_once(caplog):
     from keras_batch_score.transforms.model.handler import FailedRows
 
-    fn = pp.ToFallbackDoFn()
+    fn = ToFallbackDoFn()
     fn.setup()
-    batch = pp.ScoringBatch(
+    batch = ScoringBatch(
         table=pa.table({"id": [1, 2]}),
         features={"x": np.zeros((2, 1))},
         predictions={"p__a": np.zeros(2)},
@@ -571,7 +577,7 @@ def test_calibrate_an_ensemble_uses_the_combined_output(tmp_path, labelled):
     )  # fmt: skip
     x, y = _x(table), table["y"].to_numpy()
     combined = (util.keras_reference(student, x) + util.keras_reference(other, x)) / 2
-    assert result["report"]["before"]["ece"] == pytest.approx(cal.ece(combined, y), abs=1e-5)
-    assert result["report"]["before"]["brier"] == pytest.approx(cal.brier(combined, y), abs=1e-5)
+    assert result["report"]["before"]["ece"] == pytest.approx(cm.ece(combined, y), abs=1e-5)
+    assert result["report"]["before"]["brier"] == pytest.approx(cm.brier(combined, y), abs=1e-5)
     assert result["report"]["model"].startswith("ensemble[mean](s=")
     assert result["report"]["after"]["nll"] < result["report"]["before"]["nll"]

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor
 from keras_batch_score.transforms.preprocess.plan import plan_preprocess
 from keras_batch_score.transforms.preprocess.spec import load_spec

@@ -15,13 +15,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.model.load import ModelSpec, load
-from keras_batch_score.transforms.postprocess.apply import (
-    MemberRun,
-    PostprocessPlan,
-    ScoreModels,
-    output_columns,
-)
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.spec import ModelSpec
+from keras_batch_score.transforms.postprocess.plan import MemberRun, PostprocessPlan, output_columns
+from keras_batch_score.transforms.postprocess.transforms import ScoreModels
 from tests import util
 from tests.inference_objects import SENTINEL, RaiseOnSentinel
 

@@ -15,8 +15,9 @@ import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from keras_batch_score.transforms.features.validate import ValidateFeatures, plan_layout
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.features.layout import plan_layout
+from keras_batch_score.transforms.features.transforms import ValidateFeatures
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 N = 50
 

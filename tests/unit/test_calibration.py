@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 
 from keras_batch_score.transforms.postprocess import calibration as cal
+from keras_batch_score.transforms.postprocess import calibration_metrics as cm
 
 
 def _softmax(z):
@@ -50,32 +51,32 @@ def test_ece_mce_match_direct_reference_multiclass():
     probs, y = _multiclass()
     conf, correct = probs.max(axis=1), (probs.argmax(axis=1) == y).astype(float)
     ref_ece, ref_mce = _ece_reference(conf, correct)
-    assert cal.ece(probs, y) == pytest.approx(ref_ece, abs=1e-12)
-    assert cal.mce(probs, y) == pytest.approx(ref_mce, abs=1e-12)
+    assert cm.ece(probs, y) == pytest.approx(ref_ece, abs=1e-12)
+    assert cm.mce(probs, y) == pytest.approx(ref_mce, abs=1e-12)
     assert ref_ece > 0.05  # the sharpened model is clearly miscalibrated
 
 
 def test_ece_binary_reference_and_perfect_calibration():
     p, y = _binary()
     ref_ece, ref_mce = _ece_reference(p, (y == 1).astype(float))
-    assert cal.ece(p, y) == pytest.approx(ref_ece, abs=1e-12)
-    assert cal.mce(p, y) == pytest.approx(ref_mce, abs=1e-12)
+    assert cm.ece(p, y) == pytest.approx(ref_ece, abs=1e-12)
+    assert cm.mce(p, y) == pytest.approx(ref_mce, abs=1e-12)
     # constant prediction equal to the base rate is perfectly calibrated
     base = np.full(len(y), y.mean())
-    assert cal.ece(base, y) == pytest.approx(0.0, abs=1e-12)
+    assert cm.ece(base, y) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_brier_and_nll_match_sklearn():
     p, y = _binary()
-    assert cal.brier(p, y) == pytest.approx(brier_score_loss(y, p), rel=1e-12)
-    assert cal.nll(p, y) == pytest.approx(log_loss(y, p), rel=1e-6)
+    assert cm.brier(p, y) == pytest.approx(brier_score_loss(y, p), rel=1e-12)
+    assert cm.nll(p, y) == pytest.approx(log_loss(y, p), rel=1e-6)
     probs, yk = _multiclass()
     onehot = np.eye(4)[yk]
-    assert cal.brier(probs, yk) == pytest.approx(np.mean(((probs - onehot) ** 2).sum(1)), rel=1e-12)
-    assert cal.brier(probs, yk) == pytest.approx(
+    assert cm.brier(probs, yk) == pytest.approx(np.mean(((probs - onehot) ** 2).sum(1)), rel=1e-12)
+    assert cm.brier(probs, yk) == pytest.approx(
         brier_score_loss(yk, probs, labels=[0, 1, 2, 3], scale_by_half=False), rel=1e-9
     )
-    assert cal.nll(probs, yk) == pytest.approx(log_loss(yk, probs, labels=[0, 1, 2, 3]), rel=1e-6)
+    assert cm.nll(probs, yk) == pytest.approx(log_loss(yk, probs, labels=[0, 1, 2, 3]), rel=1e-6)
 
 
 def test_platt_matches_sklearn_logistic_regression():
@@ -105,14 +106,14 @@ def test_temperature_lowers_ece_and_nll_and_keeps_argmax(kind):
     after = fitted.apply(scores)
     np.testing.assert_array_equal(after.argmax(axis=1), probs.argmax(axis=1))
     assert fitted.params["temperature"] == pytest.approx(3.0, rel=0.15)
-    assert cal.nll(after, y) < cal.nll(probs, y)
-    assert cal.ece(after, y) < cal.ece(probs, y) / 2
-    assert fitted.report["after_in_sample"]["ece"] == pytest.approx(cal.ece(after, y))
+    assert cm.nll(after, y) < cm.nll(probs, y)
+    assert cm.ece(after, y) < cm.ece(probs, y) / 2
+    assert fitted.report["after_in_sample"]["ece"] == pytest.approx(cm.ece(after, y))
     # the fitted T minimizes the NLL: nudging it either way is worse
     logits = np.log(probs)
     t = fitted.params["temperature"]
     for other in (t * 0.97, t * 1.03):
-        assert cal.nll(_softmax(logits / other), y) > cal.nll(_softmax(logits / t), y)
+        assert cm.nll(_softmax(logits / other), y) > cm.nll(_softmax(logits / t), y)
 
 
 def test_temperature_binary():
@@ -120,8 +121,8 @@ def test_temperature_binary():
     fitted = cal.fit(p, y, "temperature")
     after = fitted.apply(p)
     np.testing.assert_array_equal(after >= 0.5, p >= 0.5)
-    assert cal.ece(after, y) < cal.ece(p, y)
-    assert cal.nll(after, y) < cal.nll(p, y)
+    assert cm.ece(after, y) < cm.ece(p, y)
+    assert cm.nll(after, y) < cm.nll(p, y)
 
 
 def test_isotonic_matches_sklearn_and_is_monotone():
@@ -183,7 +184,7 @@ def test_reliability_html_for_extreme_bins():
 
     p = np.array([0.0, 0.02, 0.97, 1.0, 0.5, 0.55])
     y = np.array([0, 0, 0, 0, 1, 0])  # bins with accuracy 0 and confidence 0 or 1
-    report = {"before": cal.metrics(p, y), "after": cal.metrics(p, y)}
+    report = {"before": cm.metrics(p, y), "after": cm.metrics(p, y)}
     page = reliability_html(p, p, y, report, "t")
     assert page.count("<circle") == 8 and f"{report['before']['ece']:.5f}" in page
     assert "<img" not in page and "<svg" in page

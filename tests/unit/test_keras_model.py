@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 
 from keras_batch_score.transforms.core.errors import ModelError
-from keras_batch_score.transforms.model.load import (
-    ModelSpec,
-    health_check,
-    load,
-    resolve_custom_objects,
-)
+from keras_batch_score.transforms.model.health_check import health_check
+from keras_batch_score.transforms.model.keras_format import resolve_custom_objects
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.spec import ModelSpec
 from tests import util
 
 keras = util.keras

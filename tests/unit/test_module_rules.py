@@ -25,10 +25,6 @@ OVERSIZE_TO_SPLIT = {
     "pipelines/profile.py",
     "pipelines/postprocess_options.py",
     "pipelines/score.py",
-    "transforms/features/validate.py",
-    "transforms/postprocess/calibration.py",
-    "transforms/model/load.py",
-    "transforms/postprocess/apply.py",
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from keras_batch_score.transforms.drift import html as dr
 from keras_batch_score.transforms.drift import html_charts as charts
 from keras_batch_score.transforms.postprocess import calibration as cal
+from keras_batch_score.transforms.postprocess import calibration_metrics as cm
 from keras_batch_score.transforms.postprocess import reliability
 from tests import browser
 
@@ -457,7 +458,7 @@ def test_isotonic_after_metrics_are_cross_fitted_not_in_sample():
     assert report["after"]["ece"] > 0.005  # held-out rows do not flatter it
     assert report["after"]["ece"] < report["before"]["ece"]
     # the saved parameters are still fitted on all rows
-    assert cal.metrics(fitted.apply(p), y)["ece"] == pytest.approx(
+    assert cm.metrics(fitted.apply(p), y)["ece"] == pytest.approx(
         report["after_in_sample"]["ece"], abs=1e-12
     )
 
@@ -531,8 +532,8 @@ def test_reliability_diagram_is_one_svg_with_counts_axes_and_faint_small_bins():
     y = (rng.random(len(p)) < p).astype(np.int64)
     after = np.clip(p - 0.05, 0, 1)
     report = {
-        "before": cal.metrics(p, y),
-        "after": cal.metrics(after, y),
+        "before": cm.metrics(p, y),
+        "after": cm.metrics(after, y),
         "after_evaluation": "cross-fitted, 5 folds",
     }
     text = reliability.reliability_html(p, after, y, report, "Calibration (platt)")
@@ -559,7 +560,7 @@ def test_reliability_diagram_is_one_svg_with_counts_axes_and_faint_small_bins():
 
 def test_reliability_page_escapes_report_values():
     p, y = np.array([0.2, 0.8]), np.array([0, 1])
-    report = {"before": cal.metrics(p, y), "after": cal.metrics(p, y), "model": XSS, "input": "<b>"}
+    report = {"before": cm.metrics(p, y), "after": cm.metrics(p, y), "model": XSS, "input": "<b>"}
     text = reliability.reliability_html(p, p, y, report, "<i>t</i>")
     assert XSS not in text and "<b>" not in text and "<i>" not in text
     assert Page(text).stack == []

@@ -9,12 +9,9 @@ import pyarrow as pa
 import pytest
 
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.features.validate import (
-    assemble_features,
-    plan_layout,
-    rejected_rows_table,
-)
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.features.layout import plan_layout
+from keras_batch_score.transforms.features.validate import assemble_features, rejected_rows_table
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 
 def _schema(**types: pa.DataType) -> pa.Schema:

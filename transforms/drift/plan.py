@@ -24,7 +24,7 @@ from keras_batch_score.transforms.drift.profile_format import (
     ProfileError,
     load_profile,
 )
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 FEATURE = "feature"
 

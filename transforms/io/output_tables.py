@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 
 def output_fields(outputs: Sequence[TensorInfo]) -> list[pa.Field]:

@@ -100,7 +100,7 @@ class _ParseExamplesDoFn(beam.DoFn):
     def _errors(
         self, bad: Sequence[BadRecord], files: Sequence[str], indices: Sequence[int]
     ) -> pa.Table:
-        from keras_batch_score.transforms.features.validate import error_table
+        from keras_batch_score.transforms.core.errors import error_table
 
         schema = arrow_schema(self._specs)
         rows = []

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from keras_batch_score.transforms.features.validate import error_table
+from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.preprocess import ops
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
 from keras_batch_score.transforms.preprocess.spec import PreprocessFeature

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from keras_batch_score.transforms.core.errors import ConfigError, format_names
-from keras_batch_score.transforms.features.validate import FeatureLayout, InputBinding
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.features.layout import FeatureLayout, InputBinding
+from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.preprocess.spec import PreprocessSpec, load_spec, spec_source
 
 
