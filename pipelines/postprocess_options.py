@@ -36,6 +36,7 @@ FIELDS: dict[str, Any] = {
     "fallback_model": None,
 }
 
+
 def _name_value_pairs(text: str, flag: str) -> dict[str, float]:
     """``a=0.9,b=0.1`` -> ``{"a": 0.9, "b": 0.1}``."""
     out: dict[str, float] = {}

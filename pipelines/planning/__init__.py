@@ -13,10 +13,11 @@ Every command plans through these functions:
 * :func:`plan_postprocess` (:mod:`.postprocess`) loads the other models and
   reads the post-processing files; a plain run gets the trivial plan.
 
-``package`` uses :func:`plan_models`; ``fit-preprocess`` and ``profile`` use
+``package`` uses :func:`plan_models` and :func:`plan_bundle_features` (:mod:`.bundle`); ``fit-preprocess`` and ``profile`` use
 :func:`plan_input`.
 """
 
+from keras_batch_score.pipelines.planning.bundle import plan_bundle_features
 from keras_batch_score.pipelines.planning.inputs import InputPlan, plan_input
 from keras_batch_score.pipelines.planning.models import (
     Member,
@@ -44,6 +45,7 @@ __all__ = [
     "is_plain",
     "model_spec",
     "parse_members",
+    "plan_bundle_features",
     "plan_calibration",
     "plan_input",
     "plan_models",
