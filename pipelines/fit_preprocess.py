@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -124,9 +124,6 @@ class FitPreprocessCommand(Command[argparse.Namespace, FitPlan]):
 
     def plan(self, config: argparse.Namespace) -> FitPlan:
         return plan(config)
-
-    def describe(self, plan: FitPlan) -> Iterable[str]:
-        return ()
 
     def build(self, pipeline: beam.Pipeline, plan: FitPlan, job: Job) -> None:
         build_pipeline(pipeline, plan)
