@@ -197,7 +197,7 @@ def validate(config: Any) -> None:
         if t is not None and not math.isfinite(t):
             raise ConfigError(f"{_flag('multi_label_threshold')} must be a finite number, got {t}")
     if config.shadow_model:
-        from keras_batch_score.pipelines.postprocess_options import parse_members
+        from keras_batch_score.pipelines.planning.models import parse_members
 
         names = [m.name for m in parse_members(config.model, config.ensemble_weights)]
         if "shadow" in names:
@@ -209,7 +209,7 @@ def validate(config: Any) -> None:
 
 def _refuse_raw_outputs(config: Any) -> None:
     """Output noise cannot cover columns that release un-noised model outputs."""
-    from keras_batch_score.pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.planning.models import parse_members
 
     several = len(parse_members(config.model, config.ensemble_weights)) > 1 and not config.ab_split
     reasons = [
@@ -295,7 +295,7 @@ def plan_fields(
             class_names, config.multi_label_threshold, per_class
         )
     if config.shadow_model:
-        from keras_batch_score.pipelines.postprocess_options import model_spec
+        from keras_batch_score.pipelines.planning.models import model_spec
 
         model = load_shadow("shadow", config.shadow_model, "shadow model")
         fields["shadow"] = pp.MemberRun(

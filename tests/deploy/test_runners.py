@@ -16,6 +16,7 @@ import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from keras_batch_score.pipelines import score
+from keras_batch_score.pipelines.planning import scoring
 from tests import deploy_support as ds
 from tests import util
 
@@ -116,7 +117,7 @@ def test_dataflow_dry_run_builds_job_with_setup_py(tmp_path, job, monkeypatch):
     monkeypatch.setattr(beam.Pipeline, "run", recording_run)
     # gs://fake-bucket cannot be reached from here; the output checks on gs:// are tested
     # against the GCS emulator (tests/e2e/test_output_ownership.py::test_ownership_on_gcs).
-    monkeypatch.setattr(score, "check_score_output", lambda *a, **k: None)
+    monkeypatch.setattr(scoring, "check_score_output", lambda *a, **k: None)
     monkeypatch.chdir(ds.REPO)
     info = score.run(
         [

@@ -473,7 +473,7 @@ def test_fallback_scores_batches_the_primary_fails_on(tmp_path):
 def test_members_from_flags_and_yaml(tmp_path):
     import yaml
 
-    from keras_batch_score.pipelines.postprocess_options import Member
+    from keras_batch_score.pipelines.planning.models import Member
 
     cfg = tmp_path / "job.yaml"
     cfg.write_text(
@@ -491,7 +491,7 @@ def test_members_from_flags_and_yaml(tmp_path):
         )
     )
     config, _, _ = score.parse_args(["--config", str(cfg)])
-    from keras_batch_score.pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.planning.models import parse_members
 
     assert parse_members(config.model, config.ensemble_weights) == [
         Member("big", "gs://b/big.keras", 3.0),
