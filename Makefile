@@ -38,7 +38,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 # Airflow + its Beam/Google providers + this project, in their own venv so the
-# main install stays lean; tests/test_airflow.py runs the DAG with it.
+# main install stays lean; tests/deploy/test_airflow.py runs the DAG with it.
 AIRFLOW_VENV := .venv-airflow
 $(AIRFLOW_VENV)/.installed: pyproject.toml setup.py requirements/airflow.txt requirements/airflow-constraints.txt
 	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
@@ -49,11 +49,11 @@ $(AIRFLOW_VENV)/.installed: pyproject.toml setup.py requirements/airflow.txt req
 airflow-venv: $(AIRFLOW_VENV)/.installed
 
 # The Flex Template's parameters, one per `batch-score score` flag; rerun after
-# changing a flag (tests/test_templates.py fails until metadata.json matches).
+# changing a flag (tests/deploy/test_templates.py fails until metadata.json matches).
 flex-metadata: $(STAMP)
 	$(BIN)/python -m keras_batch_score.pipelines.flex_metadata --output templates/dataflow/metadata.json
 
-# The flag tables of docs/usage.md, from the option schema (tests/test_options.py checks them).
+# The flag tables of docs/usage.md, from the option schema (tests/unit/test_options.py checks them).
 docs-flags: $(STAMP)
 	$(BIN)/python -m keras_batch_score.pipelines.options --docs docs/usage.md
 

@@ -214,7 +214,8 @@ def backend_table(
     from keras_batch_score.transforms.core.errors import ConfigError
     from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
     from keras_batch_score.transforms.model.backends import BACKENDS, missing_modules
-    from keras_batch_score.transforms.model.load import ModelSpec, load
+    from keras_batch_score.transforms.model.load import load
+    from keras_batch_score.transforms.model.spec import ModelSpec
 
     import_tensorflow()
     import keras

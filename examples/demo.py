@@ -181,7 +181,7 @@ def _report_calibration(paths: dict[str, Path], out: Path, names: Sequence[str])
     """ECE of the raw model and of the calibrated job output on the held-out rows."""
     import keras
 
-    from keras_batch_score.transforms.postprocess.calibration import metrics
+    from keras_batch_score.transforms.postprocess.calibration_metrics import metrics
 
     scored = pa.concat_tables([pq.read_table(f) for f in sorted(out.glob("predictions-*.parquet"))])
     truth = pq.read_table(paths["score"]).select(["id", "label", *names])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +23,9 @@ from apache_beam.io.filesystems import FileSystems
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.io import model_cache
 from keras_batch_score.transforms.model import bundle as bm
+
+if TYPE_CHECKING:
+    from keras_batch_score.pipelines.planning.models import Member
 
 # ScoreConfig fields a bundle fills when they are not set explicitly.
 BUNDLE_SETTINGS = (
@@ -111,8 +114,8 @@ def _is_default(config: Any, key: str) -> bool:
     return getattr(config, key) == default
 
 
-def apply_bundle(config: Any) -> tuple[Any, BundleUse | None]:
-    """Maps a bundle named by ``--model`` into the scoring settings.
+def apply_bundle(config: Any, members: Sequence[Member]) -> tuple[Any, BundleUse | None]:
+    """Maps a bundle named by ``--model`` (one of ``members``) into the scoring settings.
 
     Returns:
         ``(config, None)`` unchanged when the model is not a bundle, else a new
@@ -123,9 +126,6 @@ def apply_bundle(config: Any) -> tuple[Any, BundleUse | None]:
         ConfigError: for a bundle in an ensemble, with --model-sha256, or with
             a file whose hash does not match.
     """
-    from keras_batch_score.pipelines.postprocess_options import parse_members
-
-    members = parse_members(config.model, config.ensemble_weights)
     bundles = [m for m in members if is_bundle(m.path)]
     if not bundles:
         return config, None

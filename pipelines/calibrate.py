@@ -6,8 +6,9 @@ Usage::
         --method temperature --output calib.json   # or --output calib/ (a directory)
 
 It takes the same input, column and model flags as ``score`` (an ensemble is
-calibrated on its combined output) and reuses its steps: :func:`score.plan`,
-validation and ``RunInference``. Predictions and labels are collected with a
+calibrated on its combined output) and reuses its plan and steps
+(:func:`keras_batch_score.pipelines.planning.plan_calibration`: the raw scores
+of the model or ensemble, validation and ``RunInference``). Predictions and labels are collected with a
 ``CombineFn`` (fine at validation-set sizes), the parameters are fitted and
 written as JSON together with a report (ECE, MCE, Brier, NLL before and
 after; "after" cross-fitted over 5 folds) and a self-contained calibration
@@ -22,22 +23,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from keras_batch_score.pipelines import score
-from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
+from keras_batch_score.pipelines import cli_help, console
+from keras_batch_score.pipelines.command import (
+    Command,
+    Job,
+    Parsed,
+    add_console_flags,
+    pop_console_flags,
+)
+from keras_batch_score.pipelines.config import (
+    ScoreConfig,
+    add_score_arguments,
+    resolve_config,
+    score_defaults,
+)
 from keras_batch_score.pipelines.options import Check, not_offered
+from keras_batch_score.pipelines.planning.scoring import ScoringPlan, plan_calibration
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.core.errors import ConfigError, DataError, format_names
+from keras_batch_score.transforms.core.errors import DataError
 from keras_batch_score.transforms.postprocess import calibration as cal
-from keras_batch_score.transforms.run.publish import resolve_output_file
+from keras_batch_score.transforms.run.output_checks import resolve_output_file
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -68,9 +80,6 @@ class CalibrateOptions:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOptions, list[str], str]:
     """Parses flags into (scoring config, calibrate options, Beam flags, verbosity)."""
-    from keras_batch_score.pipelines import cli_help
-    from keras_batch_score.pipelines.config import score_defaults
-
     parser = cli_help.new_parser(
         "calibrate",
         "Fit probability calibration for a Keras classifier on labelled Parquet or TFRecord data.",
@@ -109,16 +118,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, CalibrateOption
         default=None,
         help="Whether the model outputs probabilities or logits (default: detected).",
     )
-    group = parser.add_argument_group("console").add_mutually_exclusive_group()
-    group.add_argument("--verbose", action="store_true", help="Show every log line.")
-    group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    add_console_flags(parser)
     cli_help.polish(parser, score_defaults())
     known, beam_args = cli_help.parse_flags(parser, argv)  # unknown flags first
-    verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
+    verbosity, _ = pop_console_flags(known)
     options = CalibrateOptions(
         known.label_column, known.method, getattr(known, "output", ""), known.bins, known.input_kind
     )
-    for name in ("verbose", "quiet", "label_column", "method", "bins", "input_kind"):
+    for name in ("label_column", "method", "bins", "input_kind"):
         delattr(known, name)
     config = resolve_config(known, extra_checks=[_calibrate_check(options)])
     output = resolve_output_file(config.output, CALIBRATION_FILE)
@@ -229,24 +236,34 @@ def _count(element: Any) -> int:
     return int(element.num_rows)
 
 
+@dataclasses.dataclass(frozen=True)
+class CalibrationJob:
+    """The settings of one calibrate run: what is scored and how the calibration is fitted."""
+
+    config: ScoreConfig
+    options: CalibrateOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationPlan:
+    """The raw-scores plan (:func:`plan_calibration`) and the fitting settings."""
+
+    scoring: ScoringPlan
+    options: CalibrateOptions
+
+
 def build_pipeline(
-    pipeline: beam.Pipeline, plan: score.ScoringPlan, options: CalibrateOptions
+    pipeline: beam.Pipeline, plan: ScoringPlan, options: CalibrateOptions
 ) -> beam.PCollection:
-    """Adds read -> validate -> score -> collect -> fit/write steps; returns the fitted dict."""
+    """Adds read -> validate -> score -> collect -> fit/write steps; returns the fitted dict.
+
+    ``plan`` comes from :func:`keras_batch_score.pipelines.planning.plan_calibration`.
+    """
     config = plan.config
-    if (
-        len(plan.output_names) < 1
-        or len([f for f in plan.output_schema if f.name.startswith("prediction")]) < 1
-    ):
-        raise ConfigError("the model has no outputs to calibrate")
-    key = plan.postprocess.outputs[0].key if plan.postprocess else plan.output_names[0]
-    if (plan.postprocess and len(plan.postprocess.outputs) != 1) or (
-        not plan.postprocess and len(plan.output_names) != 1
-    ):
-        raise ConfigError("calibrate needs a model with one output (class probabilities or logits)")
-    tables = pipeline | "Read" >> score.read_input(plan)
-    validated = tables | "Validate" >> score.PrepareBatches(plan, config.id_columns)
-    scored, errors = validated.batches | "Score" >> score.ScoreBatches(plan)
+    key = plan.postprocess.outputs[0].key
+    tables = pipeline | "Read" >> plan.read()
+    validated = tables | "Validate" >> plan.prepare(config.id_columns)
+    scored, errors = validated.batches | "Score" >> plan.score()
     failed = (
         (validated.errors, errors)
         | "AllErrors" >> beam.Flatten()
@@ -259,7 +276,7 @@ def build_pipeline(
         | "Collect" >> beam.CombineGlobally(ConcatScoresFn())
     )
     info = {
-        "model": plan.postprocess.ensemble_label if plan.postprocess else plan.model_id,
+        "model": plan.postprocess.ensemble_label,
         "input": config.input,
         "label_column": options.label_column,
     }
@@ -268,68 +285,58 @@ def build_pipeline(
     )
 
 
+class CalibrateCommand(Command[CalibrationJob, CalibrationPlan]):
+    """``batch-score calibrate``: fits, writes the calibration and its report, returns the fit."""
+
+    name = "calibrate"
+
+    def parse(self, argv: Sequence[str]) -> Parsed[CalibrationJob]:
+        config, options, beam_args, verbosity = parse_args(argv)
+        return Parsed(CalibrationJob(config, options), tuple(beam_args), verbosity)
+
+    def plan(self, config: CalibrationJob) -> CalibrationPlan:
+        return CalibrationPlan(
+            plan_calibration(config.config, config.options.label_column), config.options
+        )
+
+    def describe(self, plan: CalibrationPlan) -> Iterable[str]:
+        scoring, options = plan.scoring, plan.options
+        yield (
+            f"calibrating ({options.method}) {scoring.model_id} on "
+            f"{len(scoring.input_files)} file(s) -> {options.output}"
+        )
+
+    def build(self, pipeline: beam.Pipeline, plan: CalibrationPlan, job: Job) -> None:
+        build_pipeline(pipeline, plan.scoring, plan.options)
+
+    def report(
+        self, plan: CalibrationPlan, job: Job, outcome: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        options = plan.options
+        with FileSystems.open(options.output) as f:
+            result = json.loads(f.read().decode("utf-8"))
+        report = result["report"]
+        before, after = report["before"], report["after"]
+        console.echo(
+            f"done in {job.elapsed:.1f}s on {report['rows']:,} rows: "
+            f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
+            f"Brier {before['brier']:.4f} -> {after['brier']:.4f} "
+            f"(after: {report.get('after_evaluation', 'in-sample')}); diagram: {options.html}"
+        )
+        return result
+
+
+COMMAND = CalibrateCommand()
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses flags, checks everything, runs the calibration pipeline and returns the fitted dict."""
-    from keras_batch_score.pipelines import console
-
-    config, options, beam_args, verbosity = parse_args(argv)
-    console.configure(verbosity)
-    plan = score.plan(config, check_output=False)  # options.output was checked by parse_args
-    label_type = (
-        plan.input_schema.field(options.label_column).type
-        if options.label_column in plan.input_schema.names
-        else None
-    )
-    if label_type is None:
-        raise ConfigError(
-            f"--label-column {options.label_column!r} is not in the input; columns are {format_names(plan.input_schema.names)}"
-        )
-    if not (
-        pa.types.is_integer(label_type)
-        or pa.types.is_boolean(label_type)
-        or pa.types.is_floating(label_type)
-    ):
-        raise ConfigError(
-            f"--label-column {options.label_column!r} has type {label_type}; expected integer class indices"
-        )
-    if plan.postprocess is not None:
-        plan = dataclasses.replace(
-            plan,
-            postprocess=dataclasses.replace(
-                plan.postprocess,
-                calibration=None,
-                clip_min=None,
-                clip_max=None,
-                target_mean=None,
-                target_std=None,
-                class_names=None,
-                top_k=None,
-            ),
-        )
-    console.echo(
-        f"calibrating ({options.method}) {plan.model_id} on {len(plan.input_files)} file(s) -> {options.output}"
-    )
-    pipeline = beam.Pipeline(options=score.pipeline_options(beam_args))
-    build_pipeline(pipeline, plan, options)
-    started = time.time()
-    pipeline.run().wait_until_finish()
-    with FileSystems.open(options.output) as f:
-        result = json.loads(f.read().decode("utf-8"))
-    before, after = result["report"]["before"], result["report"]["after"]
-    console.echo(
-        f"done in {time.time() - started:.1f}s on {result['report']['rows']:,} rows: "
-        f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
-        f"Brier {before['brier']:.4f} -> {after['brier']:.4f} "
-        f"(after: {result['report'].get('after_evaluation', 'in-sample')}); diagram: {options.html}"
-    )
-    return result
+    return COMMAND.run(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m keras_batch_score.pipelines.calibrate``."""
-    from keras_batch_score.pipelines.cli import main as cli_main
-
-    return cli_main(["calibrate", *(argv if argv is not None else os.sys.argv[1:])])
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.echo(line)
 
     from keras_batch_score.transforms.core.errors import ConfigError, DataError
-    from keras_batch_score.transforms.drift.transforms import DriftDetectedError
+    from keras_batch_score.transforms.drift.report_files import DriftDetectedError
 
     module = __import__(COMMANDS[command][0], fromlist=["run"])
     try:

@@ -13,7 +13,7 @@ pipeline's last step. Score with ``--preprocess fitted.yaml``.
 from __future__ import annotations
 
 import argparse
-import time
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,27 +21,25 @@ import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from keras_batch_score.pipelines import cli_help, console
+from keras_batch_score.pipelines.command import (
+    Command,
+    Job,
+    Parsed,
+    add_console_flags,
+    pop_console_flags,
+)
+from keras_batch_score.pipelines.planning.inputs import InputPlan, plan_input
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.core.safe_yaml import read_yaml
-from keras_batch_score.transforms.io.parquet import (
-    ReadParquetBatches,
-    input_pattern,
-    match_files,
-    read_parquet_schema,
-)
-from keras_batch_score.transforms.io.tfrecord import (
-    DEFAULT_PARSE_ROWS,
-    ReadTFRecordBatches,
-    arrow_schema,
-    plan_features,
-    resolve_input_format,
-)
+from keras_batch_score.transforms.io.parquet_read import ReadParquetBatches
+from keras_batch_score.transforms.io.tfrecord_read import DEFAULT_PARSE_ROWS, ReadTFRecordBatches
 from keras_batch_score.transforms.preprocess.fit import FitPreprocessSpec
-from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
+from keras_batch_score.transforms.preprocess.plan import check_columns
+from keras_batch_score.transforms.preprocess.spec import PreprocessSpec, load_spec
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    from keras_batch_score.pipelines import cli_help
     from keras_batch_score.pipelines.options import add_flag
 
     parser = cli_help.new_parser(
@@ -57,10 +55,33 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         "tfrecord_features",
         help="YAML file with a tfrecord_features list (default: inferred from the first records).",
     )
-    parser.add_argument("--verbose", action="store_true", help="Show every log line.")
-    parser.add_argument("--quiet", action="store_true", help="Show only errors.")
+    add_console_flags(parser)
     cli_help.polish(parser)
     return cli_help.parse_flags(parser, argv)  # unknown flags first
+
+
+@dataclasses.dataclass(frozen=True)
+class FitPlan:
+    """The spec to fit, the training data and where the fitted spec goes."""
+
+    spec_path: str
+    spec: PreprocessSpec
+    input: InputPlan
+    output: str
+
+
+def plan(args: argparse.Namespace) -> FitPlan:
+    """Loads the spec and checks its columns against the input; reads no data.
+
+    Raises:
+        ConfigError: for a bad spec, missing columns or a spec with nothing to fit.
+    """
+    spec = load_spec(args.spec)
+    source = plan_input(args.input, args.input_format, args.tfrecord_features)
+    check_columns(spec, source.schema)
+    if not spec.needs_fit():
+        raise ConfigError(f"the spec {args.spec} has nothing to fit: every statistic is given")
+    return FitPlan(args.spec, spec, source, args.output)
 
 
 def _write_yaml(path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -69,48 +90,58 @@ def _write_yaml(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
-    """Adds read -> fit -> write to ``pipeline``; checks the spec and input columns first."""
-    spec = load_spec(args.spec)
-    files = match_files(args.input)
-    fmt = resolve_input_format(args.input_format, files)
-    pattern = input_pattern(files, args.input)
-    if fmt == "tfrecord":
-        features = plan_features(args.tfrecord_features, files)
-        check_columns(spec, arrow_schema(features))
-        tables = pipeline | "Read" >> ReadTFRecordBatches(
-            pattern, features, DEFAULT_PARSE_ROWS, spec.columns
+def build_pipeline(pipeline: beam.Pipeline, plan: FitPlan) -> beam.PCollection:
+    """Adds read -> fit -> write to ``pipeline``."""
+    source, columns = plan.input, plan.spec.columns
+    if source.format == "tfrecord":
+        read = ReadTFRecordBatches(
+            source.pattern, source.tfrecord_features, DEFAULT_PARSE_ROWS, columns
         )
     else:
-        check_columns(spec, read_parquet_schema(files[0]))
-        tables = pipeline | "Read" >> ReadParquetBatches(files, spec.columns)
-    if not spec.needs_fit():
-        raise ConfigError(f"the spec {args.spec} has nothing to fit: every statistic is given")
-    output = args.output
+        read = ReadParquetBatches(list(source.files), columns)
+    output = plan.output
     return (
-        tables
-        | "Fit" >> FitPreprocessSpec(spec)
+        pipeline
+        | "Read" >> read
+        | "Fit" >> FitPreprocessSpec(plan.spec)
         | "WriteSpec" >> beam.Map(lambda fitted: _write_yaml(output, fitted))
     )
 
 
+class FitPreprocessCommand(Command[argparse.Namespace, FitPlan]):
+    """``batch-score fit-preprocess``: writes the fitted spec and returns it."""
+
+    name = "fit-preprocess"
+
+    def parse(self, argv: Sequence[str]) -> Parsed[argparse.Namespace]:
+        args, beam_args = parse_args(argv)
+        verbosity, _ = pop_console_flags(args)
+        return Parsed(args, tuple(beam_args), verbosity)
+
+    def plan(self, config: argparse.Namespace) -> FitPlan:
+        return plan(config)
+
+    def build(self, pipeline: beam.Pipeline, plan: FitPlan, job: Job) -> None:
+        build_pipeline(pipeline, plan)
+
+    def report(self, plan: FitPlan, job: Job, outcome: dict[str, Any] | None) -> dict[str, Any]:
+        fitted = read_yaml(plan.output, "fitted spec")
+        console.echo(f"fitted spec written to {plan.output} in {job.elapsed:.1f}s")
+        return fitted
+
+
+COMMAND = FitPreprocessCommand()
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fits the spec and returns the fitted mapping (also written to ``--output``)."""
-    from keras_batch_score.pipelines import console
-    from keras_batch_score.pipelines.score import pipeline_options
+    return COMMAND.run(argv)
 
-    args, beam_args = parse_args(argv)
-    console.configure("verbose" if args.verbose else "quiet" if args.quiet else "normal")
-    started = time.time()
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-    build_pipeline(pipeline, args)
-    pipeline.run().wait_until_finish()
-    fitted = read_yaml(args.output, "fitted spec")
-    console.echo(f"fitted spec written to {args.output} in {time.time() - started:.1f}s")
-    return fitted
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m keras_batch_score.pipelines.fit_preprocess``."""
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":
-    from keras_batch_score.pipelines.cli import main as cli_main
-
-    raise SystemExit(cli_main(["fit-preprocess", *__import__("sys").argv[1:]]))
+    raise SystemExit(main())

@@ -4,7 +4,7 @@ One template parameter per ``score`` flag of the option schema (:mod:`keras_batc
 the name is the flag with underscores (``--id-column`` -> ``id_column``, which
 ``templates/dataflow/main.py`` maps back), the help text is the flag's, and
 switches, numbers and choices get a validation regex. Regenerate after adding
-or changing a flag (``tests/test_templates.py`` fails until the file matches)::
+or changing a flag (``tests/deploy/test_templates.py`` fails until the file matches)::
 
     make flex-metadata
     # or: python -m keras_batch_score.pipelines.flex_metadata --output templates/dataflow/metadata.json

@@ -67,7 +67,7 @@ def plan_fields(
         key_columns: Columns that key each row's noise.
         load_shadow: ``(name, path, role) -> LoadedModel``, checking outputs like a member.
     """
-    from keras_batch_score.transforms.postprocess import apply as pp
+    from keras_batch_score.transforms.postprocess import plan as pp
     from keras_batch_score.transforms.postprocess.class_outputs import (
         probability_columns,
         resolve_thresholds,
@@ -98,7 +98,7 @@ def plan_fields(
             class_names, config.multi_label_threshold, per_class
         )
     if config.shadow_model:
-        from keras_batch_score.pipelines.postprocess_options import model_spec
+        from keras_batch_score.pipelines.planning.models import model_spec
 
         model = load_shadow("shadow", config.shadow_model, "shadow model")
         fields["shadow"] = pp.MemberRun(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -24,14 +25,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import pyarrow as pa
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from keras_batch_score.pipelines import cli_help, console
+from keras_batch_score.pipelines.command import (
+    Command,
+    Job,
+    Parsed,
+    add_console_flags,
+    pop_console_flags,
+)
+from keras_batch_score.pipelines.config import ScoreConfig
+from keras_batch_score.pipelines.planning.bundle import plan_bundle_features
+from keras_batch_score.pipelines.planning.models import plan_models
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.io import model_cache
 from keras_batch_score.transforms.model import bundle as bm
-from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, load
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
 
 # Where each spec file goes in the bundle.
 SPEC_NAMES = {
@@ -43,7 +55,6 @@ SPEC_NAMES = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from keras_batch_score.pipelines import cli_help
     from keras_batch_score.pipelines.options import add_flag
 
     parser = cli_help.new_parser(
@@ -92,96 +103,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="module:attr of a custom Keras object needed to load the model (repeatable).",
     )
     add_flag(parser, "unsafe_deserialization", help="Allow lambda layers in .keras files.")
-    group = parser.add_argument_group("console").add_mutually_exclusive_group()
-    group.add_argument("--verbose", action="store_true", help="Show every log line.")
-    group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    add_console_flags(parser)
     cli_help.polish(parser)
     return parser.parse_args(argv)
-
-
-# --------------------------------------------------------------------------- features
-
-
-def plan_features(
-    model: LoadedModel,
-    feature_columns: Sequence[str] | None,
-    id_columns: Sequence[str],
-    preprocess_spec: Any = None,
-) -> tuple[bm.Feature, ...]:
-    """The bundle's features in model order, checked against the model's inputs.
-
-    Raises:
-        ConfigError: for columns that do not fill the model's input width, a
-            single-input model without a declared feature list, or overlaps.
-    """
-    if feature_columns is not None:
-        dupes = sorted({c for c in feature_columns if list(feature_columns).count(c) > 1})
-        if dupes:
-            raise ConfigError(f"--feature-columns lists {bm.cut(dupes)} more than once")
-        overlap = sorted(set(feature_columns) & set(id_columns))
-        if overlap:
-            raise ConfigError(f"columns {bm.cut(overlap)} are both id and feature columns")
-    if preprocess_spec is not None:
-        if feature_columns is not None:
-            raise ConfigError(
-                "--preprocess defines the features (its columns, in its order); drop --feature-columns"
-            )
-        return _preprocess_features(model, preprocess_spec)
-    if len(model.inputs) == 1:
-        info = model.inputs[0]
-        if feature_columns is None:
-            raise ConfigError(
-                f"the model has one input ({info.name!r}, {info.width or info.shape} values per row), "
-                "which cannot tell which column is which: pass --feature-columns in training order"
-            )
-        if info.width is None:
-            raise ConfigError(
-                f"model input {info.name!r} has per-row shape {info.shape}: feed it through --preprocess"
-            )
-        n = len(feature_columns)
-        if n == info.width:
-            return tuple(bm.Feature(c, info.dtype, info.name, 1) for c in feature_columns)
-        if n == 1:  # one list column holds the whole input
-            return (bm.Feature(feature_columns[0], info.dtype, info.name, info.width),)
-        raise ConfigError(
-            f"model input {info.name!r} takes {info.width} values per row, but --feature-columns "
-            f"lists {n}: {bm.cut(list(feature_columns))}; list the model's features in training order"
-        )
-    names = [info.name for info in model.inputs]
-    if feature_columns is not None and sorted(feature_columns) != sorted(names):
-        raise ConfigError(
-            f"the model has named inputs {bm.cut(names)}, each read from the column of the same name; "
-            f"--feature-columns {bm.cut(list(feature_columns))} must list exactly those (or leave it out)"
-        )
-    features = []
-    for info in model.inputs:
-        if info.width is None:
-            raise ConfigError(
-                f"model input {info.name!r} has per-row shape {info.shape}: feed it through --preprocess"
-            )
-        features.append(bm.Feature(info.name, info.dtype, info.name, info.width))
-    return tuple(features)
-
-
-def _preprocess_features(model: LoadedModel, spec: Any) -> tuple[bm.Feature, ...]:
-    """Columns a preprocessing spec reads, checked against the model on a schema the spec implies."""
-    from keras_batch_score.transforms.preprocess.spec import plan_preprocess
-
-    fields = []
-    for f in spec.features:
-        if f.type == "numeric":
-            t = pa.float64() if f.width == 1 else pa.list_(pa.float64(), f.width)
-        else:
-            t = pa.binary() if f.type == "image" else pa.string()
-        fields.append(pa.field(f.column, t))
-    schema = pa.schema(list({fl.name: fl for fl in fields}.values()))
-    plan = plan_preprocess(spec, schema, model.inputs)
-    out: dict[str, bm.Feature] = {}
-    for mi in plan.inputs:
-        for name in mi.features:
-            f = spec.feature(name)
-            out.setdefault(f.column, bm.Feature(f.column, None, mi.name, f.width))
-    return tuple(out.values())
 
 
 def _inline_vocab_files(spec_path: str) -> dict[str, Any]:
@@ -269,31 +193,45 @@ def model_files(local: str, name: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- command
 
 
-def package(args: argparse.Namespace) -> dict[str, Any]:
-    """Checks everything, then writes the bundle; ``bundle.json`` is written last.
+@dataclasses.dataclass(frozen=True)
+class BundlePlan:
+    """Everything checked before the bundle is written: the model, its features and spec files."""
 
-    Returns:
-        ``{"bundle", "version", "features", "files"}``.
+    args: argparse.Namespace
+    model: LoadedModel = dataclasses.field(compare=False, repr=False)
+    local: str  # the local copy of the model
+    features: tuple[bm.Feature, ...]
+    specs: dict[str, tuple[str, bytes]]  # setting -> (name in the bundle, bytes)
+    name: str  # the model's name in the bundle
+
+
+def plan(args: argparse.Namespace) -> BundlePlan:
+    """Checks the output, loads the model and reads every spec file; writes nothing.
 
     Raises:
-        ConfigError: before anything is written, for a model or spec file that
-            does not fit, or an output that already holds files.
+        ConfigError: for a model or spec file that does not fit, or an output
+            that already holds files.
     """
     _check_output(args.output)
-    spec = ModelSpec(
-        path=args.model,
-        custom_objects=tuple(args.custom_objects),
-        safe_mode=not args.unsafe_deserialization,
-        signature=args.signature,
+    models = plan_models(
+        ScoreConfig(
+            model=[args.model],
+            input="",
+            output=args.output,
+            custom_objects=list(args.custom_objects),
+            unsafe_deserialization=args.unsafe_deserialization,
+            signature=args.signature,
+        ),
+        bundles=False,  # a bare model is packaged
     )
-    model = load(spec)
+    model = load(models.spec)
     local = model_cache.localize(args.model)
     preprocess_spec = None
     if args.preprocess:
         from keras_batch_score.transforms.preprocess.spec import load_spec
 
         preprocess_spec = load_spec(args.preprocess)
-    features = plan_features(model, args.feature_columns, args.id_columns, preprocess_spec)
+    features = plan_bundle_features(model, args.feature_columns, args.id_columns, preprocess_spec)
     specs = {
         setting: (SPEC_NAMES[setting], _spec_bytes(setting, path, model))
         for setting in bm.SPEC_FILES
@@ -302,25 +240,35 @@ def package(args: argparse.Namespace) -> dict[str, Any]:
     name = posixpath.basename(args.model.rstrip("/"))
     if name in {rel for rel, _ in specs.values()} or name == bm.MANIFEST:
         name = f"model-{name}"
-    model_sha = model_cache.content_hash(local)
+    return BundlePlan(args, model, local, features, specs, name)
+
+
+def write_bundle(plan: BundlePlan) -> dict[str, Any]:
+    """Writes the model files, the spec files and, last, ``bundle.json``.
+
+    Returns:
+        ``{"bundle", "version", "features", "files"}``.
+    """
+    args, name = plan.args, plan.name
+    model_sha = model_cache.content_hash(plan.local)
     files: dict[str, str] = {}
     out = args.output.rstrip("/")
-    for rel, src in model_files(local, name):
+    for rel, src in model_files(plan.local, name):
         files[rel] = _copy_hashed(src, FileSystems.join(out, *rel.split("/")))
-    for rel, data in specs.values():
+    for rel, data in plan.specs.values():
         files[rel] = _sha256(data)
         _write(FileSystems.join(out, rel), data)
     manifest = bm.Manifest(
         version=args.version or bm.default_version(name, model_sha),
         model=name,
         model_sha256=model_sha,
-        features=features,
+        features=plan.features,
         files=files,
         id_columns=tuple(args.id_columns),
-        model_format=model.format,
+        model_format=plan.model.format,
         signature=args.signature,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **{setting: rel for setting, (rel, _) in specs.items()},
+        **{setting: rel for setting, (rel, _) in plan.specs.items()},
     )
     _write(FileSystems.join(out, bm.MANIFEST), manifest.to_json().encode())
     return {
@@ -345,16 +293,45 @@ def _copy_hashed(src: str, dest: str) -> str:
     return digest.hexdigest()
 
 
+class PackageCommand(Command[argparse.Namespace, BundlePlan]):
+    """``batch-score package``: no Beam pipeline; writing the bundle is the run step."""
+
+    name = "package"
+    beam = False
+
+    def parse(self, argv: Sequence[str]) -> Parsed[argparse.Namespace]:
+        args = parse_args(argv)
+        verbosity, _ = pop_console_flags(args)
+        return Parsed(args, (), verbosity)
+
+    def plan(self, config: argparse.Namespace) -> BundlePlan:
+        return plan(config)
+
+    def execute(self, plan: BundlePlan, job: Job) -> dict[str, Any] | None:
+        return write_bundle(plan)
+
+    def report(self, plan: BundlePlan, job: Job, outcome: dict[str, Any] | None) -> dict[str, Any]:
+        result = outcome or {}
+        console.echo(
+            f"bundle {result['bundle']}: version {result['version']}; "
+            f"{len(result['features'])} feature column(s) in model order: {bm.cut(result['features'])}; "
+            f"{len(result['files'])} file(s) with sha256"
+        )
+        return result
+
+
+COMMAND = PackageCommand()
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point of ``batch-score package``."""
-    from keras_batch_score.pipelines import console
+    return COMMAND.run(argv)
 
-    args = parse_args(argv)
-    console.configure("verbose" if args.verbose else "quiet" if args.quiet else "normal")
-    result = package(args)
-    console.echo(
-        f"bundle {result['bundle']}: version {result['version']}; "
-        f"{len(result['features'])} feature column(s) in model order: {bm.cut(result['features'])}; "
-        f"{len(result['files'])} file(s) with sha256"
-    )
-    return result
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m keras_batch_score.pipelines.package``."""
+    return COMMAND.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,18 +19,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import posixpath
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from keras_batch_score.pipelines import cli_help, console
+from keras_batch_score.pipelines.command import (
+    Command,
+    Job,
+    Parsed,
+    add_console_flags,
+    pop_console_flags,
+)
 from keras_batch_score.pipelines.config import ScoreConfig
-from keras_batch_score.transforms.core.errors import ConfigError, format_names
+from keras_batch_score.pipelines.planning.inputs import InputPlan, plan_input
+from keras_batch_score.pipelines.planning.scoring import ScoringPlan, plan_scoring
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.rebatch import Rebatch
+from keras_batch_score.transforms.drift.profile_build import Candidate, ProfileSettings
 from keras_batch_score.transforms.drift.profile_format import (
     DEFAULT_CATEGORICAL_MAX_DISTINCT,
     DEFAULT_NUM_BINS,
@@ -39,16 +48,10 @@ from keras_batch_score.transforms.drift.profile_format import (
     ProfileError,
     type_kind,
 )
-from keras_batch_score.transforms.drift.profiling import BuildProfile, Candidate, ProfileSettings
-from keras_batch_score.transforms.io.parquet import input_pattern, match_files
-from keras_batch_score.transforms.io.schema import unify_input_schemas
-from keras_batch_score.transforms.io.tfrecord import (
-    arrow_schema,
-    plan_features,
-    resolve_input_format,
-)
-from keras_batch_score.transforms.preprocess.spec import check_columns, load_spec
-from keras_batch_score.transforms.run.publish import resolve_output_file
+from keras_batch_score.transforms.drift.profiling import BuildProfile
+from keras_batch_score.transforms.preprocess.plan import check_columns
+from keras_batch_score.transforms.preprocess.spec import load_spec
+from keras_batch_score.transforms.run.output_checks import resolve_output_file
 
 DEFAULT_BATCH_ROWS = 16384
 PROFILE_FILE = "profile.json"
@@ -86,21 +89,20 @@ class ProfilePlan:
     """What the profile pipeline reads and computes, checked before any data is read."""
 
     config: ProfileConfig
-    input_pattern: str
-    input_files: tuple[str, ...]
+    input: InputPlan
     read_columns: tuple[str, ...]
     candidates: tuple[Candidate, ...]
     skipped: dict[str, str]
     settings: ProfileSettings
-    scoring: Any = None  # keras_batch_score.pipelines.score.ScoringPlan when --model is given
-    input_format: str = "parquet"
-    tfrecord_features: tuple[Any, ...] = ()
-    input_schema: pa.Schema | None = None  # the unified schema each table is cast to
+    scoring: ScoringPlan | None = None  # with --model
+
+    @property
+    def input_files(self) -> tuple[str, ...]:
+        return self.input.files
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], str]:
     """Parses ``argv`` into (config, Beam flags, verbosity)."""
-    from keras_batch_score.pipelines import cli_help
     from keras_batch_score.pipelines.options import add_flag
 
     p = cli_help.new_parser(
@@ -195,15 +197,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProfileConfig, list[str], st
         help="Comma-separated integer columns to profile as numbers (quantile bins), "
         "even with few distinct values.",
     )
-    group = p.add_argument_group("console").add_mutually_exclusive_group()
-    group.add_argument(
-        "--verbose", action="store_true", help="Show every log line (Beam, TensorFlow)."
-    )
-    group.add_argument("--quiet", action="store_true", help="Show only errors.")
+    add_console_flags(p)
     cli_help.polish(p)
     known, beam_args = cli_help.parse_flags(p, argv)  # unknown flags first
-    verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
-    del known.verbose, known.quiet
+    verbosity, _ = pop_console_flags(known)
     values = vars(known)
     for key in ("id_columns", "custom_objects", "categorical_columns", "numeric_columns"):
         values[key] = tuple(values[key])
@@ -235,6 +232,37 @@ def _validate(config: ProfileConfig) -> None:
         raise report(problems)
 
 
+def _score_config(config: ProfileConfig) -> ScoreConfig:
+    """The scoring settings of ``--model``: the model is fed as ``score`` would feed it."""
+    return ScoreConfig(
+        model=[config.model],
+        input=config.input,
+        input_format=config.input_format,
+        preprocess=config.preprocess,
+        tfrecord_features=config.tfrecord_features,
+        output=posixpath.dirname(config.output) or ".",
+        id_columns=list(config.id_columns),
+        feature_columns=None if config.feature_columns is None else list(config.feature_columns),
+        batch_size=config.batch_size,
+        custom_objects=list(config.custom_objects),
+        unsafe_deserialization=config.unsafe_deserialization,
+        signature=config.signature,
+    )
+
+
+def _wanted(config: ProfileConfig, source: InputPlan) -> list[str]:
+    """The columns to profile without ``--model``: named, read by the spec, or every non-id one."""
+    source.require([*config.id_columns, *(config.feature_columns or ()),
+                    *config.categorical_columns, *config.numeric_columns])  # fmt: skip
+    if config.feature_columns is not None:
+        return list(config.feature_columns)
+    if config.preprocess is not None:
+        spec = load_spec(config.preprocess)
+        check_columns(spec, source.schema)
+        return list(spec.columns)
+    return [n for n in source.schema.names if n not in config.id_columns]
+
+
 def plan(config: ProfileConfig) -> ProfilePlan:
     """Resolves files, schema, columns and (with ``--model``) the scoring plan; reads no data."""
     rule = KindRule(
@@ -242,69 +270,22 @@ def plan(config: ProfileConfig) -> ProfilePlan:
         categorical=frozenset(config.categorical_columns),
         numeric=frozenset(config.numeric_columns),
     )
-    settings = ProfileSettings(config.num_bins, config.top_k, rule)
     scoring = None
-    if config.model:
-        from keras_batch_score.pipelines import score
-
-        scoring = score.plan(
-            ScoreConfig(
-                model=[config.model],
-                input=config.input,
-                input_format=config.input_format,
-                preprocess=config.preprocess,
-                tfrecord_features=config.tfrecord_features,
-                output=posixpath.dirname(config.output) or ".",
-                id_columns=list(config.id_columns),
-                feature_columns=None
-                if config.feature_columns is None
-                else list(config.feature_columns),
-                batch_size=config.batch_size,
-                custom_objects=list(config.custom_objects),
-                unsafe_deserialization=config.unsafe_deserialization,
-                signature=config.signature,
-            ),
-            check_output=False,  # the profile path was checked by parse_args
-        )
-        files, schema, pattern = (
-            list(scoring.input_files),
-            scoring.input_schema,
-            scoring.input_pattern,
-        )
-        input_format, tf_features = scoring.input_format, scoring.tfrecord_features
-        wanted: Sequence[str] = scoring.layout.columns
-        explicit = True
+    if config.model:  # the profile path was checked by parse_args
+        scoring = plan_scoring(_score_config(config), check_output=False)
+        source, wanted = scoring.input, list(scoring.layout.columns)
     else:
-        files = match_files(config.input)
-        input_format = resolve_input_format(config.input_format, files)
-        tf_features = (
-            plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
-        )
-        inputs = None if tf_features else unify_input_schemas(files)  # footers, unified by name
-        schema = arrow_schema(tf_features) if tf_features else inputs.schema
-        if inputs is not None:
-            inputs.require([*config.id_columns, *(config.feature_columns or ()),
-                            *config.categorical_columns, *config.numeric_columns])  # fmt: skip
-        pattern = input_pattern(files, config.input)
-        explicit = config.feature_columns is not None or config.preprocess is not None
-        if config.feature_columns is not None:
-            wanted = list(config.feature_columns)
-        elif config.preprocess is not None:
-            spec = load_spec(config.preprocess)
-            check_columns(spec, schema)
-            wanted = spec.columns
-        else:
-            wanted = [n for n in schema.names if n not in config.id_columns]
-    for col in [*config.id_columns, *wanted, *config.categorical_columns, *config.numeric_columns]:
-        if col not in schema.names:
-            raise ConfigError(
-                f"column {col!r} is not in the input schema; columns are {format_names(schema.names)}"
-            )
+        source = plan_input(config.input, config.input_format, config.tfrecord_features)
+        wanted = _wanted(config, source)
+    explicit = config.feature_columns is not None or config.preprocess is not None
+    source.check_columns(
+        [*config.id_columns, *wanted, *config.categorical_columns, *config.numeric_columns]
+    )
     candidates, skipped = [], {}
     for name in wanted:
-        kind = type_kind(schema.field(name), rule)
+        kind = type_kind(source.schema.field(name), rule)
         if kind is None:
-            reason = f"type {schema.field(name).type} is neither numeric nor categorical"
+            reason = f"type {source.schema.field(name).type} is neither numeric nor categorical"
             if explicit and scoring is None:
                 raise ConfigError(f"column {name!r} cannot be profiled: {reason}")
             skipped[name] = reason
@@ -315,42 +296,19 @@ def plan(config: ProfileConfig) -> ProfilePlan:
             f"no column to profile: {sorted(skipped) or 'every column is an id column'}; pass --feature-columns"
         )
     read = scoring.read_columns if scoring is not None else tuple(c.column for c in candidates)
-    return ProfilePlan(
-        config,
-        pattern,
-        tuple(files),
-        tuple(read),
-        tuple(candidates),
-        skipped,
-        settings,
-        scoring,
-        input_format,
-        tuple(tf_features),
-        schema,
-    )
+    settings = ProfileSettings(config.num_bins, config.top_k, rule)
+    return ProfilePlan(config, source, tuple(read), tuple(candidates), skipped, settings, scoring)
 
 
 def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollection:
     """Adds the profile steps to ``pipeline``; returns the PCollection of the profile dict."""
-    from keras_batch_score.pipelines import score
-    from keras_batch_score.transforms.io.read import ReadInput
-    from keras_batch_score.transforms.model.handler import Rebatch
-
     config = plan.config
     metadata: dict[str, Any] = {
         "input": config.input,
-        "input_files": len(plan.input_files),
+        "input_files": len(plan.input.files),
         "skipped_columns": plan.skipped,
     }
-    tables = pipeline | "Read" >> ReadInput(
-        input_format=plan.input_format,
-        files=plan.input_files,
-        pattern=plan.input_pattern,
-        columns=plan.read_columns,
-        tfrecord_features=plan.tfrecord_features,
-        batch_rows=config.batch_size,
-        schema=plan.input_schema,
-    )
+    tables = pipeline | "Read" >> plan.input.read(plan.read_columns, config.batch_size)
     output_names: tuple[str, ...] = ()
     if plan.scoring is None:
         batches = tables | "Shard" >> Rebatch(config.batch_size)
@@ -358,13 +316,50 @@ def build_pipeline(pipeline: beam.Pipeline, plan: ProfilePlan) -> beam.PCollecti
         sp = plan.scoring
         metadata["model"] = sp.model_id
         output_names = sp.output_names
-        validated = tables | "Validate" >> score.PrepareBatches(
-            sp, [c.column for c in plan.candidates]
-        )
-        batches, _ = validated.batches | "Score" >> score.ScoreBatches(sp)
+        validated = tables | "Validate" >> sp.prepare([c.column for c in plan.candidates])
+        batches, _ = validated.batches | "Score" >> sp.score()
     return batches | "Profile" >> BuildProfile(
         plan.candidates, config.output, plan.settings, output_names, metadata
     )
+
+
+class ProfileCommand(Command[ProfileConfig, ProfilePlan]):
+    """``batch-score profile``: writes the profile JSON and returns it."""
+
+    name = "profile"
+
+    def parse(self, argv: Sequence[str]) -> Parsed[ProfileConfig]:
+        config, beam_args, verbosity = parse_args(argv)
+        return Parsed(config, tuple(beam_args), verbosity)
+
+    def plan(self, config: ProfileConfig) -> ProfilePlan:
+        return plan(config)
+
+    def describe(self, plan: ProfilePlan) -> Iterable[str]:
+        yield (
+            f"profiling {len(plan.candidates)} column(s) of {len(plan.input.files)} file(s)"
+            + (f" with predictions of {plan.scoring.model_id}" if plan.scoring else "")
+            + f" -> {plan.config.output}"
+        )
+
+    def build(self, pipeline: beam.Pipeline, plan: ProfilePlan, job: Job) -> None:
+        build_pipeline(pipeline, plan)
+
+    def report(self, plan: ProfilePlan, job: Job, outcome: dict[str, Any] | None) -> dict[str, Any]:
+        output = plan.config.output
+        try:
+            with FileSystems.open(output) as f:
+                profile = json.loads(f.read().decode("utf-8"))
+        except Exception as e:
+            raise ProfileError(f"the profile {output} was not written: {e}") from None
+        console.echo(
+            f"done: {profile['rows']:,} rows, {len(profile['features'])} feature(s), "
+            f"{len(profile['predictions'])} prediction column(s) in {job.elapsed:.1f}s -> {output}"
+        )
+        return profile
+
+
+COMMAND = ProfileCommand()
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -373,39 +368,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: for any configuration problem, before data is read.
     """
-    from keras_batch_score.pipelines import console
-    from keras_batch_score.pipelines.score import pipeline_options
-
-    started = time.time()
-    config, beam_args, verbosity = parse_args(argv)
-    console.configure(verbosity)
-    options = pipeline_options(beam_args)
-    profile_plan = plan(config)
-    console.echo(
-        f"profiling {len(profile_plan.candidates)} column(s) of {len(profile_plan.input_files)} file(s)"
-        + (f" with predictions of {profile_plan.scoring.model_id}" if profile_plan.scoring else "")
-        + f" -> {config.output}"
-    )
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, profile_plan)
-    pipeline.run().wait_until_finish()
-    try:
-        with FileSystems.open(config.output) as f:
-            profile = json.loads(f.read().decode("utf-8"))
-    except Exception as e:
-        raise ProfileError(f"the profile {config.output} was not written: {e}") from None
-    console.echo(
-        f"done: {profile['rows']:,} rows, {len(profile['features'])} feature(s), "
-        f"{len(profile['predictions'])} prediction column(s) in {time.time() - started:.1f}s -> {config.output}"
-    )
-    return profile
+    return COMMAND.run(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m keras_batch_score.pipelines.profile``."""
-    from keras_batch_score.pipelines.cli import main as cli_main
-
-    return cli_main(["profile", *(argv if argv is not None else os.sys.argv[1:])])
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def input_total(files: Sequence[str], input_format: str) -> Total:
 def _tfrecord_estimate(files: Sequence[str]) -> Total:
     from apache_beam.io.filesystems import FileSystems
 
-    from keras_batch_score.transforms.io.tfrecord import read_first_records
+    from keras_batch_score.transforms.io.tfrecord_spec import read_first_records
 
     if any(f.lower().endswith(".gz") for f in files):
         return Total(None)  # compressed sizes say little about the record count

@@ -6,230 +6,93 @@ Usage::
     python -m keras_batch_score.pipelines.score ...   # the same
 
 :func:`plan` validates the configuration, the input schema and the model
-before any data is read. :func:`build_pipeline` adds the steps to a Beam
-pipeline; :func:`run` does both and runs it.
+before any data is read (:mod:`keras_batch_score.pipelines.planning`).
+:func:`build_pipeline` adds the steps to a Beam pipeline; :func:`run` does
+both and runs it (:class:`ScoreCommand`, on the skeleton of
+:mod:`keras_batch_score.pipelines.command`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    FlinkRunnerOptions,
-    PipelineOptions,
-    PortableOptions,
-    SetupOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 
-from keras_batch_score.pipelines import bundle_options, postprocess_options
+from keras_batch_score.pipelines import bundle_options, cli_help, console
 from keras_batch_score.pipelines.about import absolute_uri, versions
-from keras_batch_score.pipelines.config import ScoreConfig, add_score_arguments, resolve_config
-from keras_batch_score.transforms.drift.transforms import (
-    ComputeDrift,
-    DriftPlan,
-    drift_outcome,
-    kept_columns,
-    plan_drift_from_config,
-    report_paths,
-    with_shadow_targets,
+from keras_batch_score.pipelines.command import (
+    LOCAL_RUNNER,
+    Command,
+    Job,
+    Parsed,
+    add_console_flags,
+    echo_console_url,
+    pipeline_options,
+    pop_console_flags,
+    runs_locally,
+    waits_for_job,
 )
-from keras_batch_score.transforms.features.validate import (
-    FeatureLayout,
-    ValidateFeatures,
-    plan_layout,
+from keras_batch_score.pipelines.config import (
+    ScoreConfig,
+    add_score_arguments,
+    resolve_config,
+    score_defaults,
 )
+from keras_batch_score.pipelines.planning.scoring import ScoringPlan, plan_scoring
+from keras_batch_score.pipelines.progress import ProgressMonitor
+from keras_batch_score.transforms.drift.plan import kept_columns
+from keras_batch_score.transforms.drift.report_files import drift_outcome, report_paths
+from keras_batch_score.transforms.drift.transforms import ComputeDrift
 from keras_batch_score.transforms.io.output_formats import JsonLayout, prediction_layout
-from keras_batch_score.transforms.io.parquet import (
+from keras_batch_score.transforms.io.read import ReadInput
+from keras_batch_score.transforms.io.write import (
     ERRORS_PREFIX,
     PREDICTIONS_PREFIX,
     WriteErrors,
     WritePredictions,
-    input_pattern,
-    match_files,
-    predictions_schema,
 )
-from keras_batch_score.transforms.io.read import ReadInput
-from keras_batch_score.transforms.io.schema import (
-    LOCATOR_COLUMNS,
-    check_locator_names,
-    unify_input_schemas,
-    with_locator,
-)
-from keras_batch_score.transforms.io.tfrecord import (
-    FeatureSpec,
-    arrow_schema,
-    plan_features,
-    resolve_input_format,
-)
-from keras_batch_score.transforms.model.handler import KerasModelHandler, Rebatch, RunKerasInference
-from keras_batch_score.transforms.model.load import ModelSpec, health_check, load
-from keras_batch_score.transforms.model.shadow import add_shadow_stats, shadow_keys, shadow_pairs
-from keras_batch_score.transforms.postprocess.apply import (
-    PostprocessPlan,
-    add_model_counts,
-    score_and_postprocess,
-)
-from keras_batch_score.transforms.postprocess.insights import (
-    AddInsights,
-    InsightsPlan,
-    add_insight_counts,
-    plan_insights,
-)
-from keras_batch_score.transforms.preprocess.spec import (
-    PreprocessFeatures,
-    PreprocessPlan,
-    plan_from_config,
-)
+from keras_batch_score.transforms.model.shadow import add_shadow_stats, shadow_pairs
+from keras_batch_score.transforms.postprocess.insights import AddInsights, add_insight_counts
+from keras_batch_score.transforms.postprocess.transforms import add_model_counts
 from keras_batch_score.transforms.run.finalize import CountRows, FinalizeRun
 from keras_batch_score.transforms.run.progress import CountFailedRows
-from keras_batch_score.transforms.run.publish import (
-    check_id_columns,
-    check_score_output,
-    discard_staging,
-)
+from keras_batch_score.transforms.run.publish import discard_staging
+
+__all__ = [  # the runner helpers are part of this module's API (tests, templates)
+    "LOCAL_RUNNER",
+    "ScoreCommand",
+    "ScoringPlan",
+    "build_pipeline",
+    "echo_console_url",
+    "json_layout",
+    "main",
+    "parse_args",
+    "pipeline_options",
+    "plan",
+    "read_input",
+    "run",
+    "run_facts",
+    "waits_for_job",
+]
 
 _LOG = logging.getLogger("keras_batch_score")
 
-LOCAL_RUNNER = "FnApiRunner"
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoringPlan:
-    """Everything the pipeline needs, resolved and checked at construction time."""
-
-    config: ScoreConfig
-    input_pattern: str
-    input_files: tuple[str, ...]
-    input_schema: pa.Schema
-    read_columns: tuple[str, ...]
-    layout: FeatureLayout
-    model_spec: ModelSpec
-    model_id: str
-    model_format: str
-    output_schema: pa.Schema
-    output_names: tuple[str, ...]
-    run_id: str
-    input_format: str = "parquet"
-    tfrecord_features: tuple[FeatureSpec, ...] = ()
-    preprocess: PreprocessPlan | None = None
-    postprocess: PostprocessPlan | None = None  # ensembles, calibration, A/B, ...
-    drift: DriftPlan | None = (
-        None  # --reference-profile (keras_batch_score.transforms.drift.transforms)
-    )
-    # The launcher's loaded model, kept alive so that an in-process worker reuses it
-    # (see keras_batch_score.transforms.model.load.load); never pickled into the pipeline.
-    loaded_model: Any = dataclasses.field(default=None, compare=False, repr=False)
-    row_locator: bool = False  # no id column: outputs carry source_file + row_index
-    feature_columns_source: str = "file_order"  # bundle_options.feature_source
-    bundle: bundle_options.BundleUse | None = None
-    insights: InsightsPlan | None = None  # --explain, --ood-score, --adversarial-check
-
-    @property
-    def passthrough_columns(self) -> tuple[str, ...]:
-        """Input columns copied to every output row: the id columns, or the row locator."""
-        return LOCATOR_COLUMNS if self.row_locator else tuple(self.config.id_columns)
-
-    @property
-    def staging_dir(self) -> str:
-        return FileSystems.join(self.config.output, f"_staging-{self.run_id}")
-
 
 def plan(config: ScoreConfig, *, check_output: bool = True) -> ScoringPlan:
-    """Resolves input files, schema, feature layout and model; fails fast with ConfigError.
+    """Resolves input files, schema, feature layout and models; fails fast with ConfigError.
 
-    Reads only Parquet footers and the model file, never data pages. With
+    Reads only Parquet footers and the model files, never data pages. With
     ``check_output`` the output directory is checked too (keras_batch_score.transforms.run.publish).
     """
-    config, bundle = bundle_options.apply_bundle(config)  # verifies the bundle's hashes
-    files = match_files(config.input)
-    if check_output:
-        check_score_output(config.output, config.input, overwrite=config.overwrite)
-    input_format = resolve_input_format(config.input_format, files)
-    tf_features = (
-        plan_features(config.tfrecord_features, files) if input_format == "tfrecord" else ()
-    )
-    inputs = None if tf_features else unify_input_schemas(files)  # footers, unified by name
-    schema = arrow_schema(tf_features) if tf_features else inputs.schema
-    locator = not config.id_columns  # source_file + row_index join outputs back to inputs
-    if locator:
-        check_locator_names(schema)
-    bundle_options.check_input(bundle, schema)
-    spec = postprocess_options.model_spec(config, postprocess_options.primary_path(config))
-    spec = bundle_options.pin_model(spec, config, bundle)
-    model = load(spec)
-    if inputs is not None:
-        inputs.require_for_model(
-            config.id_columns, config.feature_columns, model.inputs, config.preprocess
-        )
-    preprocess_plan = plan_from_config(config.preprocess, schema, model.inputs)
-    if preprocess_plan is None:
-        layout = plan_layout(
-            schema,
-            model.inputs,
-            id_columns=config.id_columns,
-            feature_columns=config.feature_columns,
-        )
-    else:
-        layout = preprocess_plan.layout()
-    health_check(model, layout.widths())
-    read_columns = tuple(dict.fromkeys([*config.id_columns, *layout.columns]))
-    out_schema = predictions_schema(
-        with_locator(schema) if locator else schema,
-        LOCATOR_COLUMNS if locator else config.id_columns,
-        model.outputs,
-    )
-    output_names = tuple(info.name for info in model.outputs)
-    post = postprocess_options.plan_postprocess(config, spec, model, layout.widths())
-    if post is not None:
-        out_schema, output_names = post.output_schema(out_schema), post.output_names(output_names)
-    insights = plan_insights(config, spec, model, layout, preprocessed=preprocess_plan is not None)
-    if insights is not None:
-        out_schema = insights.output_schema(out_schema)
-        output_names = insights.output_names(output_names)
-    check_id_columns(config.id_columns, out_schema)
-    drift_plan = plan_drift_from_config(config, schema, model.outputs, out_schema.names)
-    if drift_plan is not None and post is not None and post.shadow is not None:
-        drift_plan = with_shadow_targets(drift_plan, shadow_keys(post))
-    if drift_plan is not None:
-        read_columns = tuple(dict.fromkeys([*read_columns, *drift_plan.feature_columns]))
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    return ScoringPlan(
-        config=config,
-        input_pattern=input_pattern(files, config.input),
-        input_files=tuple(files),
-        input_schema=schema,
-        read_columns=read_columns,
-        layout=layout,
-        model_spec=spec,
-        model_id=model.model_id,
-        model_format=model.format,
-        output_schema=out_schema,
-        output_names=output_names,
-        run_id=run_id,
-        input_format=input_format,
-        tfrecord_features=tf_features,
-        preprocess=preprocess_plan,
-        postprocess=post,
-        drift=drift_plan,
-        loaded_model=model,
-        row_locator=locator,
-        feature_columns_source=bundle_options.feature_source(
-            config, bundle, model.inputs, layout.columns
-        ),
-        bundle=bundle,
-        insights=insights,
-    )
+    return plan_scoring(config, check_output=check_output)
 
 
 def read_input(plan: ScoringPlan, *, with_errors: bool = False) -> ReadInput:
@@ -237,70 +100,7 @@ def read_input(plan: ScoringPlan, *, with_errors: bool = False) -> ReadInput:
 
     With ``with_errors`` the step returns ``(tables, errors)``: records that cannot be parsed.
     """
-    return ReadInput(
-        input_format=plan.input_format,
-        files=plan.input_files,
-        pattern=plan.input_pattern,
-        columns=plan.read_columns,
-        tfrecord_features=plan.tfrecord_features,
-        batch_rows=plan.config.batch_size,
-        schema=plan.input_schema,
-        locator=plan.row_locator,
-        with_errors=with_errors,
-    )
-
-
-class PrepareBatches(beam.PTransform):
-    """Arrow tables -> ScoringBatches of at most ``batch_size`` rows, validated or preprocessed.
-
-    Returns:
-        A ``DoOutputsTuple`` with ``batches`` and ``errors`` (errors tables).
-    """
-
-    def __init__(self, plan: ScoringPlan, keep_columns: Sequence[str]) -> None:
-        super().__init__()
-        self._plan = plan
-        self._keep = list(keep_columns)
-
-    def expand(self, tables: beam.PCollection):
-        plan, config = self._plan, self._plan.config
-        sliced = tables | "Shard" >> Rebatch(config.batch_size)
-        if config.reshuffle:
-            sliced = sliced | "Reshuffle" >> beam.Reshuffle()
-        if plan.preprocess is not None:
-            return sliced | "Preprocess" >> PreprocessFeatures(plan.preprocess, self._keep)
-        return sliced | "Check" >> ValidateFeatures(plan.layout, self._keep)
-
-
-class ScoreBatches(beam.PTransform):
-    """ScoringBatches -> ``(scored batches, errors tables)``.
-
-    One model through ``RunInference`` (step ``Model[<id>]``), or, with a
-    post-processing plan, the ensemble members / A-B arms / fallback followed
-    by calibration, clipping and labels.
-    """
-
-    def __init__(self, plan: ScoringPlan) -> None:
-        super().__init__()
-        self._plan = plan
-
-    def expand(self, batches: beam.PCollection):
-        plan, config = self._plan, self._plan.config
-        if plan.postprocess is not None:
-            return score_and_postprocess(
-                batches,
-                plan.postprocess,
-                plan.layout.widths(),
-                max_batch_rows=config.batch_size,
-                min_batch_rows=config.min_batch_size,
-            )
-        handler = KerasModelHandler(
-            plan.model_spec,
-            plan.layout.widths(),
-            max_batch_rows=config.batch_size,
-            min_batch_rows=config.min_batch_size,
-        )
-        return batches | f"Model[{plan.model_id}]" >> RunKerasInference(handler)
+    return plan.read(with_errors=with_errors)
 
 
 def build_pipeline(
@@ -325,10 +125,10 @@ def build_pipeline(
     config = plan.config
     started_at = time.time() if started_at is None else started_at
     tables, read_errors = pipeline | "Read" >> read_input(plan, with_errors=True)
-    validated = tables | "Validate" >> PrepareBatches(
-        plan, kept_columns(plan.passthrough_columns, plan.drift)
+    validated = tables | "Validate" >> plan.prepare(
+        kept_columns(plan.passthrough_columns, plan.drift)
     )
-    scored, inference_errors = validated.batches | "Score" >> ScoreBatches(plan)
+    scored, inference_errors = validated.batches | "Score" >> plan.score()
     if (
         plan.insights is not None
     ):  # attributions, OOD scores, fragility (keras_batch_score.transforms.postprocess.insights)
@@ -363,7 +163,7 @@ def build_pipeline(
         "rows_scored": scored,
         "rows_failed": errors,
     } | "CountRows" >> CountRows()
-    if plan.postprocess is not None:
+    if not plan.plain:  # rows per model (ensemble, A/B arms, fallback)
         fallback = plan.postprocess.fallback
         counts = add_model_counts(counts, scored, fallback.model_id if fallback else None)
         if plan.postprocess.shadow is not None:
@@ -386,7 +186,7 @@ def build_pipeline(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         **run_facts(plan, pipeline.options),
     }
-    noise = plan.postprocess.noise if plan.postprocess is not None else None
+    noise = plan.postprocess.noise
     if noise is not None:  # the seed is secret: it would let anyone subtract the noise
         summary["output_noise"] = noise.summary()
         summary["config"] = {**summary["config"], "seed": noise.summary()["seed"]}
@@ -404,13 +204,11 @@ def build_pipeline(
 
 def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
     """The summary's absolute URIs, versions, runner and bundle (see docs/usage.md, Quick start)."""
-    from keras_batch_score.pipelines.postprocess_options import parse_members
-
     facts: dict[str, Any] = {
         "input": absolute_uri(plan.config.input),
         "input_uris": [absolute_uri(f) for f in plan.input_files],
         "output": absolute_uri(plan.config.output),
-        "model_uris": [absolute_uri(m.path) for m in parse_members(plan.config.model)],
+        "model_uris": [absolute_uri(m.path) for m in plan.models.members],
         "runner": (options.view_as(StandardOptions).runner or LOCAL_RUNNER),
         "versions": versions(),
         "bundle": None,
@@ -428,52 +226,94 @@ def run_facts(plan: ScoringPlan, options: PipelineOptions) -> dict[str, Any]:
 def json_layout(plan: ScoringPlan) -> JsonLayout:
     """Which output columns form a JSON line's ``instance`` and ``prediction``."""
     ids = list(plan.passthrough_columns)
-    k = len(plan.postprocess.outputs) if plan.postprocess is not None else len(plan.output_names)
+    k = len(plan.postprocess.outputs)
     base = [n for n in plan.output_schema.names if n not in ids][:k]
     return prediction_layout(ids, base, plan.output_names[:k])
 
 
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the leftover flags; the local default runner is chosen explicitly.
-
-    Without ``--runner`` (or with ``--runner=DirectRunner``) the job runs on
-    Beam's FnApi runner, which is the batch engine DirectRunner picks anyway,
-    without first trying to download and start the Prism runner.
-    """
-    options = PipelineOptions(list(beam_args))
-    standard = options.view_as(StandardOptions)
-    if standard.runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
-        standard.runner = LOCAL_RUNNER
-    options.view_as(SetupOptions).save_main_session = False
-    return options
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[ScoreConfig, list[str], str]:
     """Parses ``argv`` into (config, beam flags, verbosity)."""
-    from keras_batch_score.pipelines import cli_help
-    from keras_batch_score.pipelines.config import score_defaults
+    config, beam_args, verbosity, _ = _parse(argv)
+    return config, beam_args, verbosity
 
+
+def _parse(argv: Sequence[str] | None) -> tuple[ScoreConfig, list[str], str, bool]:
     parser = cli_help.new_parser(
         "score", "Score Parquet or TFRecord data with a Keras model on Apache Beam."
     )
     add_score_arguments(parser)
-    console_flags = parser.add_argument_group("console")
-    group = console_flags.add_mutually_exclusive_group()
-    group.add_argument(
-        "--verbose", action="store_true", help="Show every log line (Beam, TensorFlow)."
-    )
-    group.add_argument("--quiet", action="store_true", help="Show only errors.")
-    console_flags.add_argument(
-        "--wait",
-        action="store_true",
-        help="Block until the job ends and print its summary (default: only on local runners).",
-    )
+    add_console_flags(parser, wait=True)
     cli_help.polish(parser, score_defaults())
     known, beam_args = cli_help.parse_flags(parser, argv)  # unknown flags first
-    verbosity = "verbose" if known.verbose else "quiet" if known.quiet else "normal"
-    del known.verbose, known.quiet, known.wait  # run() reads --wait itself
-    config = resolve_config(known)
-    return config, beam_args, verbosity
+    verbosity, wait = pop_console_flags(known)
+    return resolve_config(known), beam_args, verbosity, wait
+
+
+class ScoreCommand(Command[ScoreConfig, ScoringPlan]):
+    """``batch-score score``: runs the job, waiting for it on local runners."""
+
+    name = "score"
+
+    def parse(self, argv: Sequence[str]) -> Parsed[ScoreConfig]:
+        config, beam_args, verbosity, wait = _parse(argv)
+        return Parsed(config, tuple(beam_args), verbosity, wait)
+
+    def plan(self, config: ScoreConfig) -> ScoringPlan:
+        return plan(config)
+
+    def describe(self, plan: ScoringPlan) -> Iterable[str]:
+        yield (
+            f"scoring {len(plan.input_files)} file(s) with {plan.model_id} ({plan.model_format}); "
+            f"{len(plan.layout.columns)} feature column(s) -> {plan.config.output}"
+        )
+        yield from plan.bundle.notes() if plan.bundle else []
+        yield bundle_options.describe_features(plan.layout.columns, plan.feature_columns_source)
+
+    def execute(self, plan: ScoringPlan, job: Job) -> dict[str, Any] | None:
+        """Runs the job; returns its summary, or the submission info when it is not waited for."""
+        options = job.options
+        pipeline = beam.Pipeline(options=options)
+        summary = None
+        monitor = _progress_monitor(plan, options, job.verbosity)
+        try:
+            build_pipeline(
+                pipeline,
+                plan,
+                started_at=job.started,
+                progress_dir=monitor.directory if monitor else None,
+            )
+            result = pipeline.run()  # on local runners this returns when the job is done
+            echo_console_url(result, options)
+            if not (job.wait or waits_for_job(options)):
+                return _submitted(result, options, plan)
+            result.wait_until_finish()
+            summary = _read_summary(_summary_path(plan))
+        except Exception:  # a failed job's staged files (e.g. filling a full disk) go
+            discard_staging(plan.staging_dir)
+            raise
+        finally:
+            if monitor is not None:
+                monitor.stop(summary)
+        return summary
+
+    def report(self, plan: ScoringPlan, job: Job, outcome: dict[str, Any] | None) -> dict[str, Any]:
+        summary, config, path = outcome or {}, plan.config, _summary_path(plan)
+        if summary.get("submitted"):  # not waited for
+            return summary
+        console.echo(
+            f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "
+            f"{summary['rows_failed']:,} failed in {summary['elapsed_seconds']:.1f}s "
+            f"({summary['rows_per_second'] or 0:,.0f} rows/s); summary: {path}"
+        )
+        if config.reference_profile:  # raises DriftDetectedError with --fail-on-drift
+            summary["drift"] = drift_outcome(config.output, fail_on_drift=config.fail_on_drift)
+            console.echo(
+                f"drift: {summary['drift']['message']}; report: {summary['drift']['report']}"
+            )
+        return summary
+
+
+COMMAND = ScoreCommand()
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -487,122 +327,41 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: for any configuration problem, before data is read.
     """
-    from keras_batch_score.pipelines import console
-
-    started_at = time.time()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    wait = "--wait" in argv
-    config, beam_args, verbosity = parse_args(argv)
-    console.configure(verbosity)
-    options = pipeline_options(beam_args)
-    scoring_plan = plan(config)
-    console.echo(
-        f"scoring {len(scoring_plan.input_files)} file(s) with {scoring_plan.model_id} "
-        f"({scoring_plan.model_format}); {len(scoring_plan.layout.columns)} feature column(s) -> {config.output}"
-    )
-    for note in scoring_plan.bundle.notes() if scoring_plan.bundle else []:
-        console.echo(note)
-    console.echo(
-        bundle_options.describe_features(
-            scoring_plan.layout.columns, scoring_plan.feature_columns_source
-        )
-    )
-    pipeline = beam.Pipeline(options=options)
-    summary_path = FileSystems.join(config.output, "run_summary.json")
-    summary = None
-    monitor = _progress_monitor(scoring_plan, options, verbosity)
-    try:
-        build_pipeline(
-            pipeline,
-            scoring_plan,
-            started_at=started_at,
-            progress_dir=monitor.directory if monitor else None,
-        )
-        result = pipeline.run()  # on local runners this returns when the job is done
-        echo_console_url(result, options)
-        if not (wait or waits_for_job(options)):
-            return _submitted(result, options, scoring_plan, summary_path)
-        result.wait_until_finish()
-        summary = _read_summary(summary_path)
-    except Exception:  # a failed job's staged files (e.g. filling a full disk) go
-        discard_staging(scoring_plan.staging_dir)
-        raise
-    finally:
-        if monitor is not None:
-            monitor.stop(summary)
-    console.echo(
-        f"done: {summary['rows_read']:,} rows read, {summary['rows_scored']:,} scored, "
-        f"{summary['rows_failed']:,} failed in {summary['elapsed_seconds']:.1f}s "
-        f"({summary['rows_per_second'] or 0:,.0f} rows/s); summary: {summary_path}"
-    )
-    if config.reference_profile:  # raises DriftDetectedError with --fail-on-drift
-        summary["drift"] = drift_outcome(config.output, fail_on_drift=config.fail_on_drift)
-        console.echo(f"drift: {summary['drift']['message']}; report: {summary['drift']['report']}")
-    return summary
+    return COMMAND.run(argv)
 
 
-def _progress_monitor(scoring_plan: ScoringPlan, options: PipelineOptions, verbosity: str) -> Any:
-    """A started :class:`keras_batch_score.pipelines.progress.ProgressMonitor` for local runs (None: no progress).
+def _summary_path(plan: ScoringPlan) -> str:
+    return FileSystems.join(plan.config.output, "run_summary.json")
+
+
+def _progress_monitor(
+    plan: ScoringPlan, options: PipelineOptions, verbosity: str
+) -> ProgressMonitor | None:
+    """A started progress monitor for local runs (None: no progress).
 
     Remote workers cannot write to the launcher's disk, so jobs the launcher
     does not run itself (Dataflow, remote job servers) get none.
     """
     from keras_batch_score.pipelines import progress
 
-    runner = (options.view_as(StandardOptions).runner or LOCAL_RUNNER).split(".")[-1]
-    local = runner in (LOCAL_RUNNER, "DirectRunner", "BundleBasedDirectRunner") or (
-        runner == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed"
-    )
-    if verbosity == "quiet" or not local:
+    if verbosity == "quiet" or not runs_locally(options):
         return None
-    total = progress.input_total(scoring_plan.input_files, scoring_plan.input_format)
+    total = progress.input_total(plan.input_files, plan.input_format)
     live = verbosity == "normal" and sys.stderr.isatty()
-    return progress.ProgressMonitor(total, scoring_plan.config.progress_seconds, live=live).start()
-
-
-def echo_console_url(result: Any, options: PipelineOptions) -> None:
-    """On Dataflow, prints the job's page in the Cloud console."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    from keras_batch_score.pipelines import console, progress
-
-    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
-    job_id = result.job_id() if hasattr(result, "job_id") else None
-    if runner in ("DataflowRunner", "TestDataflowRunner") and job_id:
-        cloud = options.view_as(GoogleCloudOptions)
-        console.echo(f"Dataflow job: {progress.console_url(job_id, cloud.region, cloud.project)}")
-
-
-def waits_for_job(options: PipelineOptions) -> bool:
-    """Whether the launcher should block on the job: yes when the job lives in this process.
-
-    Dataflow (a Flex Template launcher must not block), Flink with
-    ``--flink_submit_uber_jar`` and remote portable job servers only submit; the
-    job writes ``run_summary.json`` itself. Local runners, an embedded job server
-    and Flink through a job server this process starts must be waited for.
-    """
-    runner = (options.view_as(StandardOptions).runner or LOCAL_RUNNER).split(".")[-1]
-    if runner in (LOCAL_RUNNER, "DirectRunner", "BundleBasedDirectRunner"):
-        return True
-    if runner == "FlinkRunner":
-        flink = options.view_as(FlinkRunnerOptions)
-        return not flink.flink_submit_uber_jar or flink.flink_master in ("[local]", "[auto]")
-    endpoint = options.view_as(PortableOptions).job_endpoint
-    return runner == "PortableRunner" and endpoint in (None, "embed")
+    return ProgressMonitor(total, plan.config.progress_seconds, live=live).start()
 
 
 def _submitted(
-    result: Any, options: PipelineOptions, scoring_plan: ScoringPlan, summary_path: str
+    result: PipelineResult, options: PipelineOptions, plan: ScoringPlan
 ) -> dict[str, Any]:
-    from keras_batch_score.pipelines import console
-
     job_id = result.job_id() if hasattr(result, "job_id") else None
+    summary_path = _summary_path(plan)
     info = {
         "submitted": True,
         "runner": options.view_as(StandardOptions).runner,
         "state": str(result.state),
         "job_id": job_id,
-        "run_id": scoring_plan.run_id,
+        "run_id": plan.run_id,
         "summary": summary_path,
     }
     console.echo(
@@ -613,17 +372,13 @@ def _submitted(
 
 
 def _read_summary(path: str) -> dict[str, Any]:
-    import json
-
     with FileSystems.open(path) as f:
         return json.loads(f.read().decode("utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m keras_batch_score.pipelines.score``."""
-    from keras_batch_score.pipelines.cli import main as cli_main
-
-    return cli_main(["score", *(argv if argv is not None else sys.argv[1:])])
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run by tests/test_airflow.py with the Airflow venv's Python: loads a DAG, writes facts as JSON.
+"""Run by tests/deploy/test_airflow.py with the Airflow venv's Python: loads a DAG, writes facts as JSON.
 
 Usage::
 

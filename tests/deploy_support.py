@@ -16,7 +16,17 @@ import pyarrow as pa
 
 from tests import util
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = util.REPO
+BUCKET = "kbs-test"
+"""The bucket the ``gcs`` emulator fixture (tests/conftest.py) creates."""
+
+
+def upload(client, local: str, name: str) -> str:
+    """Uploads the file ``local`` to ``BUCKET/name`` through ``client``; returns its ``gs://`` URI."""
+    client.bucket(BUCKET).blob(name).upload_from_filename(local)
+    return f"gs://{BUCKET}/{name}"
+
+
 VENV_BIN = Path(sys.executable).parent
 N_ROWS = 600
 N_FEATURES = 3

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +17,9 @@ from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
 
 import_tensorflow()
 import keras  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (the folder holding ``tests/``)."""
 
 
 def mlp(n_features: int, *, outputs: int = 1, seed: int = 0, name: str = "x") -> keras.Model:
@@ -74,3 +79,56 @@ def read_errors(output_dir: Path | str) -> list[dict]:
 def read_summary(output_dir: Path | str) -> dict:
     with open(os.path.join(str(output_dir), "run_summary.json")) as f:
         return json.load(f)
+
+
+def job_argv(**options: Any) -> list[str]:
+    """Command-line flags from keyword options, in the order given.
+
+    ``id_columns=["id"]`` -> ``--id-column id`` (a list repeats the flag under its
+    singular name: a trailing ``s`` is dropped), ``quiet=True`` -> ``--quiet``,
+    ``False``/``None`` -> nothing, anything else -> ``--flag str(value)``.
+    """
+    argv: list[str] = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        if isinstance(value, (list, tuple)):
+            flag = "--" + (key[:-1] if key.endswith("s") else key).replace("_", "-")
+            for item in value:
+                argv += [flag, str(item)]
+        elif value is True:
+            argv.append("--" + key.replace("_", "-"))
+        else:
+            argv += ["--" + key.replace("_", "-"), str(value)]
+    return argv
+
+
+@dataclasses.dataclass
+class ScoreJob:
+    """A finished ``batch-score score`` run: its flags, output folder and summary."""
+
+    argv: list[str]
+    output: Path
+    summary: dict
+
+    def predictions(self, sort_by: str | None = "id") -> pa.Table:
+        """Every predictions file of the run, concatenated (sorted by ``sort_by``)."""
+        return read_predictions(self.output, sort_by)
+
+    def errors(self) -> list[dict]:
+        """The errors-output records of the run."""
+        return read_errors(self.output)
+
+
+def run_score(output: Path | str, *extra: str, **options: Any) -> ScoreJob:
+    """Runs ``batch-score score`` in-process with ``--output output``, the options and ``extra`` flags.
+
+    Options are turned into flags by :func:`job_argv`; ``quiet`` defaults to True.
+    Configuration errors raise ``ConfigError`` as from ``score.run``.
+    """
+    from keras_batch_score.pipelines import score
+
+    options.setdefault("quiet", True)
+    argv = [*job_argv(output=output, **options), *extra]
+    summary = score.run(argv)
+    return ScoreJob(argv, Path(output), summary)

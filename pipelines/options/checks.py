@@ -32,7 +32,7 @@ def flag_and_key(key: str) -> str:
 
 
 def _members(config: Any) -> list[Any]:
-    from keras_batch_score.pipelines.postprocess_options import parse_members
+    from keras_batch_score.pipelines.planning.models import parse_members
 
     return parse_members(config.model, config.ensemble_weights)
 

@@ -1,7 +1,7 @@
 """The flag tables of the docs, generated from the option schema.
 
 A table sits between ``<!-- flags:COMMAND -->`` and ``<!-- /flags:COMMAND -->``
-in a Markdown file; :func:`update` rewrites it (``tests/test_options.py``
+in a Markdown file; :func:`update` rewrites it (``tests/unit/test_options.py``
 fails until the committed file matches)::
 
     python -m keras_batch_score.pipelines.options --docs docs/usage.md

@@ -16,7 +16,6 @@ from keras_batch_score.pipelines.options import values as v
 DEFAULT_BATCH_SIZE = 16384
 SCORING = ("score", "calibrate")  # commands that score with a model
 SCORE_ONLY = ("score",)
-ENSEMBLE_METHODS = ("mean", "geometric", "median", "vote")
 PRECISIONS = ("float32", "bfloat16", "float16")
 BACKENDS = ("keras", "xla", "onnxruntime", "litert")
 INPUT_FORMATS = ("auto", "parquet", "tfrecord")

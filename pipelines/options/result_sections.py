@@ -10,7 +10,6 @@ from pydantic import BeforeValidator, Field
 
 from keras_batch_score.pipelines.options import values as v
 from keras_batch_score.pipelines.options.flag import (
-    ENSEMBLE_METHODS,
     SCORE_ONLY,
     Flag,
     Section,
@@ -20,6 +19,7 @@ from keras_batch_score.pipelines.options.flag import (
 )
 from keras_batch_score.transforms.drift import metrics as dm
 from keras_batch_score.transforms.io.output_formats import FORMATS
+from keras_batch_score.transforms.postprocess.ensemble import METHODS as ENSEMBLE_METHODS
 from keras_batch_score.transforms.postprocess.explain import BASELINES, DEFAULT_STEPS, METHODS
 from keras_batch_score.transforms.postprocess.privacy import MECHANISMS
 

@@ -12,7 +12,7 @@ To add a setting: add a field with its :class:`Flag` to its section
 (:mod:`.data_sections` or :mod:`.result_sections`; ``commands=SCORE_ONLY``
 when ``calibrate`` does not offer it), a rule in :mod:`.checks` if it
 depends on others, then regenerate ``make flex-metadata docs-flags``
-(``tests/test_templates.py`` and ``tests/test_options.py`` fail until then).
+(``tests/deploy/test_templates.py`` and ``tests/unit/test_options.py`` fail until then).
 """
 
 import dataclasses
@@ -26,7 +26,6 @@ from keras_batch_score.pipelines.options.data_sections import InputOptions, Mode
 from keras_batch_score.pipelines.options.flag import (
     CONFIG_FLAG,
     DEFAULT_BATCH_SIZE,
-    ENSEMBLE_METHODS,
     Flag,
     Section,
 )
@@ -36,6 +35,7 @@ from keras_batch_score.pipelines.options.result_sections import (
     OutputOptions,
     PostprocessOptions,
 )
+from keras_batch_score.transforms.postprocess.ensemble import METHODS as ENSEMBLE_METHODS
 
 __all__ = [
     "CONFIG_FLAG",

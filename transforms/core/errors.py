@@ -1,6 +1,18 @@
-"""Exceptions that carry a message telling the user what to fix."""
+"""Exceptions that carry a message telling the user what to fix, and the errors output's schema.
 
-from collections.abc import Iterable
+Every stage that rejects rows (validation, inference, post-processing) writes
+them with :func:`error_table`: stage, column, reason and the row as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 
 class ConfigError(ValueError):
@@ -29,3 +41,55 @@ def format_names(names: Iterable[object], limit: int = 20) -> str:
     if len(names) > limit:
         shown += f", … and {len(names) - limit} more"
     return f"[{shown}]"
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("column", pa.string()),
+        ("reason", pa.string()),
+        ("row", pa.string()),
+    ]
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 64 else f"<{len(value)} bytes>"
+    return value
+
+
+def error_table(
+    table: pa.Table,
+    rows: np.ndarray,
+    stage: str,
+    columns: Sequence[str | None],
+    reasons: Sequence[str],
+) -> pa.Table:
+    """The errors-output records for ``rows`` of ``table``: stage, column, reason and the row as JSON.
+
+    Per-row Python here only touches rejected rows.
+    """
+    records = table.take(pa.array(rows, type=pa.int64())).to_pylist() if len(rows) else []
+    row_json = [json.dumps(_jsonable(r), default=str, sort_keys=False) for r in records]
+    return pa.table(
+        {
+            "stage": pa.array([stage] * len(rows), pa.string()),
+            "column": pa.array(list(columns), pa.string()),
+            "reason": pa.array(list(reasons), pa.string()),
+            "row": pa.array(row_json, pa.string()),
+        },
+        schema=ERRORS_SCHEMA,
+    )

@@ -12,12 +12,9 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from keras_batch_score.transforms.io.parquet import ReadParquetBatches
-from keras_batch_score.transforms.io.tfrecord import (
-    DEFAULT_PARSE_ROWS,
-    FeatureSpec,
-    ReadTFRecordBatches,
-)
+from keras_batch_score.transforms.io.parquet_read import ReadParquetBatches
+from keras_batch_score.transforms.io.tfrecord_read import DEFAULT_PARSE_ROWS, ReadTFRecordBatches
+from keras_batch_score.transforms.io.tfrecord_spec import TFRecordFeature
 
 
 class ReadInput(beam.PTransform):
@@ -43,7 +40,7 @@ class ReadInput(beam.PTransform):
         files: Sequence[str],
         pattern: str,
         columns: Sequence[str],
-        tfrecord_features: Sequence[FeatureSpec] = (),
+        tfrecord_features: Sequence[TFRecordFeature] = (),
         batch_rows: int = DEFAULT_PARSE_ROWS,
         schema: pa.Schema | None = None,
         locator: bool = False,

@@ -195,7 +195,7 @@ def _promote(a: pa.Field, b: pa.Field) -> pa.Field | None:
 
 def read_footer_schemas(files: Sequence[str]) -> list[pa.Schema]:
     """Each file's footer schema, read concurrently (no data pages)."""
-    from keras_batch_score.transforms.io.parquet import read_parquet_schema
+    from keras_batch_score.transforms.io.parquet_read import read_parquet_schema
 
     if len(files) == 1:
         return [read_parquet_schema(files[0])]

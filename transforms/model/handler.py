@@ -32,17 +32,19 @@ from keras_batch_score.transforms.core import coders  # noqa: F401  (registers t
 from keras_batch_score.transforms.core.batch import (
     ScoringBatch,
     concat_features,
-    slice_table,
     split_rows,
     take_rows,
 )
-from keras_batch_score.transforms.features.validate import error_table
-from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, health_check, load
+from keras_batch_score.transforms.core.errors import error_table
+from keras_batch_score.transforms.model.health_check import health_check
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
 from keras_batch_score.transforms.model.row_failures import (
     inference_failed,
     output_subjects,
     predict_rows,
 )
+from keras_batch_score.transforms.model.spec import ModelSpec
 
 FAILED = "failed"
 
@@ -177,29 +179,6 @@ def _empty_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
         shape = (0,) if width == 1 else (0, *[int(d or 0) for d in info.shape])
         out[info.name] = np.zeros(shape, dtype=np.float32)
     return out
-
-
-class _SliceDoFn(beam.DoFn):
-    def __init__(self, max_rows: int) -> None:
-        self._max_rows = max_rows
-
-    def process(self, table):
-        yield from slice_table(table, self._max_rows)
-
-
-class Rebatch(beam.PTransform):
-    """Slices Arrow tables (row groups) into pieces of at most ``max_rows`` rows (zero-copy)."""
-
-    def __init__(self, max_rows: int) -> None:
-        super().__init__()
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-        self._max_rows = max_rows
-
-    def expand(self, tables: beam.PCollection) -> beam.PCollection:
-        return tables | "Slice" >> beam.ParDo(_SliceDoFn(self._max_rows)).with_output_types(
-            pa.Table
-        )
 
 
 class SplitOutcomesDoFn(beam.DoFn):

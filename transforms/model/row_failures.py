@@ -1,7 +1,8 @@
 """Which rows of a batch the model failed on, and why: one-line reasons, bisection, NaN/Inf checks.
 
 Pure functions over numpy arrays, used by the inference handlers
-(:mod:`keras_batch_score.transforms.model.handler`, :mod:`keras_batch_score.transforms.postprocess.apply`):
+(:mod:`keras_batch_score.transforms.model.handler`, :mod:`keras_batch_score.transforms.model.members`,
+:mod:`keras_batch_score.transforms.postprocess.transforms`):
 
 * :func:`failure_reason` turns an exception, or the
   ``(exc_type, exc_repr, traceback_lines)`` tuple that Beam's

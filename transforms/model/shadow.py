@@ -2,7 +2,7 @@
 
 ``--shadow-model PATH`` runs one more ``RunInference`` step
 (``Shadow[shadow]``) after the released model(s) and the fallback, with the
-same :class:`~keras_batch_score.transforms.postprocess.apply.MemberModelHandler` the ensemble members
+same :class:`~keras_batch_score.transforms.model.members.MemberModelHandler` the ensemble members
 use; its outputs are stored under member keys ``<output>__shadow`` and written
 as ``<prediction column>_shadow``. The released prediction, the ``model``
 column and the row set never change: rows on which the shadow model raises or
@@ -27,9 +27,9 @@ from apache_beam import pvalue
 
 from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.model.handler import FailedRows, run_model
-from keras_batch_score.transforms.postprocess.apply import MemberModelHandler
+from keras_batch_score.transforms.model.members import MemberModelHandler
+from keras_batch_score.transforms.model.output_keys import SHADOW, member_key
 
-SHADOW = "shadow"
 SHADOW_SUFFIX = "_shadow"
 
 # Accumulator layout per output column (float64 vector).
@@ -197,8 +197,6 @@ class _AddShadow(beam.DoFn):
 
 def shadow_pairs(plan: Any) -> list[tuple[str, str, str]]:
     """``(released column, released key, shadow key)`` per output of a PostprocessPlan."""
-    from keras_batch_score.transforms.postprocess.apply import member_key
-
     return [(o.column, o.key, member_key(o.key, SHADOW)) for o in plan.outputs]
 
 

@@ -1,4 +1,4 @@
-"""Probability calibration and calibration metrics: pure numpy/scipy, no Beam.
+"""Probability calibration: fitting, applying and storing it; pure numpy/scipy, no Beam.
 
 Scores come in two shapes:
 
@@ -20,10 +20,10 @@ pipeline and stored as JSON:
   thresholds, clipped outside them). For ``k`` classes one-vs-rest per class,
   then rows renormalized (as sklearn's ``CalibratedClassifierCV`` does).
 
-Metrics (binary: on the positive-class probability against the 0/1 label;
-multiclass: on the top-label confidence against "argmax is right"):
-ECE and MCE over equal-width bins ``(i/B, (i+1)/B]`` (0 falls in the first
-bin), Brier score (multiclass: sum over classes, sklearn's definition), NLL.
+The metrics (ECE, MCE, Brier, NLL) are in
+:mod:`keras_batch_score.transforms.postprocess.calibration_metrics`, the score
+conversions in :mod:`keras_batch_score.transforms.postprocess.scores` and the
+methods' fits in :mod:`keras_batch_score.transforms.postprocess.calibration_methods`.
 
 The "after" metrics are cross-fitted: the rows are split into ``k`` shuffled
 folds (:data:`DEFAULT_FOLDS`, seeded; the same folds as sklearn's
@@ -43,258 +43,27 @@ from typing import Any
 
 import numpy as np
 
+from keras_batch_score.transforms.postprocess.calibration_methods import (
+    apply_isotonic,
+    fit_isotonic,
+    fit_platt,
+    fit_temperature,
+)
+from keras_batch_score.transforms.postprocess.calibration_metrics import DEFAULT_BINS, metrics
 from keras_batch_score.transforms.postprocess.ensemble import softmax
+from keras_batch_score.transforms.postprocess.scores import (
+    INPUT_KINDS,
+    as_scores,
+    check_labels,
+    detect_input_kind,
+    sigmoid,
+    to_logits,
+    to_probabilities,
+)
 
 METHODS = ("temperature", "platt", "isotonic")
-INPUT_KINDS = ("probabilities", "logits")
-DEFAULT_BINS = 15
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 0
-_EPS = 1e-12
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def as_scores(scores: np.ndarray) -> np.ndarray:
-    """float64 scores, ``(n, 1)`` squeezed to ``(n,)``."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim == 2 and s.shape[1] == 1:
-        s = s[:, 0]
-    if s.ndim not in (1, 2):
-        raise ValueError(f"scores must have shape (n,) or (n, k), got {s.shape}")
-    return s
-
-
-def detect_input_kind(scores: np.ndarray) -> str:
-    """``probabilities`` if every value is in [0, 1] (and ``(n, k)`` rows sum to 1), else ``logits``."""
-    s = as_scores(scores)
-    if s.size == 0:
-        return "probabilities"
-    in_range = s.min() >= 0 and s.max() <= 1
-    if s.ndim == 2:
-        in_range = in_range and np.allclose(s.sum(axis=1), 1.0, atol=1e-3)
-    return "probabilities" if in_range else "logits"
-
-
-def to_probabilities(scores: np.ndarray, input_kind: str) -> np.ndarray:
-    """Probabilities from probabilities (clipped) or logits (sigmoid / softmax)."""
-    s = as_scores(scores)
-    if input_kind == "probabilities":
-        return np.clip(s, 0.0, 1.0)
-    return sigmoid(s) if s.ndim == 1 else softmax(s, axis=-1)
-
-
-def to_logits(scores: np.ndarray, input_kind: str) -> np.ndarray:
-    """Logits from logits (unchanged) or probabilities (``logit p`` binary, ``log p`` multiclass)."""
-    s = as_scores(scores)
-    if input_kind == "logits":
-        return s
-    p = np.clip(s, _EPS, 1.0 - _EPS if s.ndim == 1 else 1.0)
-    return np.log(p) - np.log1p(-p) if s.ndim == 1 else np.log(p)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    out = np.empty_like(z, dtype=np.float64)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
-
-
-def check_labels(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Labels as int64 class indices that fit the scores' shape.
-
-    Raises:
-        ValueError: for a length mismatch, non-integer labels or a class out of range.
-    """
-    s = as_scores(scores)
-    y = np.asarray(labels)
-    if y.shape != (s.shape[0],):
-        raise ValueError(f"labels have shape {y.shape}, expected ({s.shape[0]},)")
-    if y.dtype.kind == "b":
-        y = y.astype(np.int64)
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError("labels must be integer class indices (0/1 for binary)")
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    k = 2 if s.ndim == 1 else s.shape[1]
-    if y.size and (y.min() < 0 or y.max() >= k):
-        raise ValueError(
-            f"labels must be in [0, {k - 1}] for {'binary' if s.ndim == 1 else f'{k}-class'} "
-            f"scores, got values in [{y.min()}, {y.max()}]"
-        )
-    return y.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def confidence_and_correct(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row confidence and outcome the reliability metrics are computed on.
-
-    Binary ``(n,)``: (positive-class probability, label). Multiclass: (max
-    probability, argmax == label).
-    """
-    p = as_scores(probs)
-    y = np.asarray(labels)
-    if p.ndim == 1:
-        return p, (y == 1).astype(np.float64)
-    return p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
-
-
-def bin_statistics(
-    confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS
-) -> dict[str, np.ndarray]:
-    """Per-bin counts, mean confidence and accuracy over equal-width bins on [0, 1].
-
-    Bin ``i`` holds confidences in ``(i/B, (i+1)/B]``; 0 goes to bin 0.
-    Empty bins have NaN means.
-    """
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.ceil(np.asarray(confidence) * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    conf_sum = np.bincount(idx, weights=confidence, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "edges": edges,
-            "count": counts,
-            "confidence": conf_sum / counts,
-            "accuracy": acc_sum / counts,
-        }
-
-
-def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
-    """Expected calibration error: bin-size-weighted mean |accuracy - confidence|."""
-    stats = bin_statistics(*confidence_and_correct(probs, labels), n_bins)
-    filled = stats["count"] > 0
-    gaps = np.abs(stats["accuracy"][filled] - stats["confidence"][filled])
-    total = stats["count"].sum()
-    return float((gaps * stats["count"][filled]).sum() / total) if total else 0.0
-
-
-def mce(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
-    """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
-    stats = bin_statistics(*confidence_and_correct(probs, labels), n_bins)
-    filled = stats["count"] > 0
-    gaps = np.abs(stats["accuracy"][filled] - stats["confidence"][filled])
-    return float(gaps.max()) if gaps.size else 0.0
-
-
-def brier(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Brier score: mean squared error to the one-hot label (summed over classes if ``(n, k)``)."""
-    p = as_scores(probs)
-    y = np.asarray(labels)
-    if p.ndim == 1:
-        return float(np.mean((p - (y == 1)) ** 2))
-    onehot = np.eye(p.shape[1])[y]
-    return float(np.mean(((p - onehot) ** 2).sum(axis=1)))
-
-
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the labels (probabilities clipped to [1e-12, 1])."""
-    p = as_scores(probs)
-    y = np.asarray(labels)
-    p_true = np.where(y == 1, p, 1.0 - p) if p.ndim == 1 else p[np.arange(len(y)), y]
-    return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))))
-
-
-def metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, float]:
-    """ECE, MCE, Brier and NLL of probabilities against labels."""
-    return {
-        "ece": ece(probs, labels, n_bins),
-        "mce": mce(probs, labels, n_bins),
-        "brier": brier(probs, labels),
-        "nll": nll(probs, labels),
-    }
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature ``T > 0`` minimizing the NLL of ``softmax(logits / T)`` (sigmoid if binary)."""
-    from scipy.optimize import minimize_scalar
-
-    z = as_scores(logits)
-    y = np.asarray(labels)
-
-    def loss(log_t: float) -> float:
-        scaled = z / np.exp(log_t)
-        if z.ndim == 1:
-            # -log sigmoid(+-z) = logaddexp(0, -+z)
-            signed = np.where(y == 1, scaled, -scaled)
-            return float(np.mean(np.logaddexp(0.0, -signed)))
-        log_norm = np.logaddexp.reduce(scaled, axis=1)
-        return float(np.mean(log_norm - scaled[np.arange(len(y)), y]))
-
-    result = minimize_scalar(
-        loss, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-8}
-    )
-    return float(np.exp(result.x))
-
-
-def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """``(a, b)`` of the unregularized logistic regression ``P(y=1 | s) = sigmoid(a s + b)``."""
-    from scipy.optimize import minimize
-
-    s = as_scores(scores)
-    if s.ndim != 1:
-        raise ValueError("Platt scaling is for binary scores of shape (n,); use temperature")
-    y = (np.asarray(labels) == 1).astype(np.float64)
-
-    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = theta[0] * s + theta[1]
-        # log(1 + e^z) - y z
-        loss = np.mean(np.logaddexp(0.0, z) - y * z)
-        r = sigmoid(z) - y
-        return float(loss), np.array([np.mean(r * s), np.mean(r)])
-
-    result = minimize(
-        loss_and_grad,
-        np.array([1.0, 0.0]),
-        jac=True,
-        method="BFGS",
-        options={"gtol": 1e-10, "maxiter": 1000},
-    )
-    return float(result.x[0]), float(result.x[1])
-
-
-def fit_isotonic(
-    x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Increasing isotonic regression of ``y`` on ``x`` (sklearn ``IsotonicRegression`` definition).
-
-    Returns:
-        ``(x_thresholds, y_thresholds)`` for :func:`apply_isotonic`.
-    """
-    from scipy.optimize import isotonic_regression
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("isotonic calibration needs at least one row")
-    ux, inverse = np.unique(x, return_inverse=True)
-    wsum = np.bincount(inverse, weights=w)
-    ymean = np.bincount(inverse, weights=w * y) / wsum
-    fitted = isotonic_regression(ymean, weights=wsum, increasing=True).x
-    return ux, np.clip(fitted, 0.0, 1.0)
-
-
-def apply_isotonic(x: np.ndarray, x_thresholds: np.ndarray, y_thresholds: np.ndarray) -> np.ndarray:
-    """Linear interpolation between the thresholds, constant outside them."""
-    if len(x_thresholds) == 1:
-        return np.full(np.shape(x), float(y_thresholds[0]))
-    return np.interp(x, x_thresholds, y_thresholds)
-
-
-# --------------------------------------------------------------------------- the fitted object
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,7 +65,7 @@ def multi_label(
 
     Returns:
         An ``(n, c)`` object array: the class name where ``probs >= threshold``,
-        else None, in class order (:func:`keras_batch_score.transforms.io.parquet.to_predictions_table`
+        else None, in class order (:func:`keras_batch_score.transforms.io.output_tables.to_predictions_table`
         writes it as a ``list<string>`` without the Nones).
     """
     p = np.asarray(probs, dtype=np.float32).reshape(len(probs), -1)

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from keras_batch_score.transforms.core.errors import ConfigError
-from keras_batch_score.transforms.model.load import LoadedModel, TensorInfo, is_string_dtype
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
+from keras_batch_score.transforms.model.tensors import TensorInfo, is_string_dtype
 
 INTEGRATED_GRADIENTS = "integrated-gradients"
 GRADIENT_X_INPUT = "gradient-x-input"

@@ -28,10 +28,12 @@ import pyarrow as pa
 from apache_beam import pvalue
 
 from keras_batch_score.transforms.core.batch import ScoringBatch, drop_rows
-from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.core.errors import ConfigError, error_table
 from keras_batch_score.transforms.drift.profile_format import NumericStats, Profile, load_profile
-from keras_batch_score.transforms.features.validate import FeatureLayout, error_table
-from keras_batch_score.transforms.model.load import LoadedModel, ModelSpec, load
+from keras_batch_score.transforms.features.layout import FeatureLayout
+from keras_batch_score.transforms.model.load import load
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
+from keras_batch_score.transforms.model.spec import ModelSpec
 from keras_batch_score.transforms.postprocess import explain, ood
 
 ATTR_PREFIX = "attr_"

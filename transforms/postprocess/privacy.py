@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from keras_batch_score.transforms.postprocess.routing import hash_column
+
 MECHANISMS = ("laplace", "gaussian")
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -152,8 +154,6 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def row_keys(table: pa.Table, key_columns: Sequence[str]) -> np.ndarray:
     """A stable uint64 key per row from ``key_columns`` (the id columns or the row locator)."""
-    from keras_batch_score.transforms.postprocess.apply import hash_column
-
     h = np.zeros(table.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in key_columns:

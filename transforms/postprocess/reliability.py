@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_batch_score.transforms.postprocess.calibration import (
+from keras_batch_score.transforms.postprocess.calibration_metrics import (
     DEFAULT_BINS,
     bin_statistics,
     confidence_and_correct,

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from keras_batch_score.transforms.core.errors import DataError
 from keras_batch_score.transforms.preprocess import ops
-from keras_batch_score.transforms.preprocess.spec import FeatureSpec, PreprocessSpec
+from keras_batch_score.transforms.preprocess.spec import PreprocessFeature, PreprocessSpec
 
 
 @dataclasses.dataclass
@@ -81,7 +81,7 @@ class Moments:
         return float(np.sqrt(self.m2 / self.count)) if self.count else float("nan")
 
 
-def _pre_normalization(f: FeatureSpec, x: np.ndarray) -> np.ndarray:
+def _pre_normalization(f: PreprocessFeature, x: np.ndarray) -> np.ndarray:
     """The values entering standardize / min_max (after log1p and clip), NaN kept."""
     if f.get("log1p"):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -134,7 +134,7 @@ def merge_stats(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return a
 
 
-def _vocabulary(f: FeatureSpec, counts: Counter) -> list[Any]:
+def _vocabulary(f: PreprocessFeature, counts: Counter) -> list[Any]:
     min_freq = f.get("min_frequency") or 1
     items = [(v, c) for v, c in counts.items() if c >= min_freq]
     items.sort(key=lambda vc: (-vc[1], vc[0]))

@@ -24,7 +24,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from keras_batch_score.transforms.core.errors import ReconciliationError
-from keras_batch_score.transforms.run.publish import PublishError, delete_tree, publish, reason
+from keras_batch_score.transforms.run.files import PublishError, reason
+from keras_batch_score.transforms.run.publish import delete_tree, publish
 
 _LOG = logging.getLogger("keras_batch_score")
 

@@ -11,7 +11,7 @@ from typing import Any
 from keras_batch_score.transforms.core.errors import ModelError
 from keras_batch_score.transforms.model.backends import converted_cache
 from keras_batch_score.transforms.model.backends.graph import keras_call, offending_layer
-from keras_batch_score.transforms.model.load import LoadedModel
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
 
 _LOG = logging.getLogger("keras_batch_score")
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from keras_batch_score.transforms.model.backends.graph import flat_function, input_key, output_key
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 EXTENSION = "tflite"
 SIGNATURE = "serving_default"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from keras_batch_score.transforms.model.backends.graph import flat_function, input_key
-from keras_batch_score.transforms.model.load import TensorInfo
+from keras_batch_score.transforms.model.tensors import TensorInfo
 
 OPSET = 17
 EXTENSION = "onnx"

@@ -1,0 +1,102 @@
+"""Feature layout planning and vectorized validation (pure functions, no Beam)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from keras_batch_score.transforms.core.errors import ConfigError
+from keras_batch_score.transforms.features.layout import plan_layout
+from keras_batch_score.transforms.features.validate import assemble_features, rejected_rows_table
+from keras_batch_score.transforms.model.tensors import TensorInfo
+
+
+def _schema(**types: pa.DataType) -> pa.Schema:
+    return pa.schema(list(types.items()))
+
+
+def test_default_features_are_numeric_non_id_columns_in_file_order():
+    schema = _schema(id=pa.int64(), b=pa.float32(), name=pa.string(), a=pa.int32())
+    layout = plan_layout(schema, [TensorInfo("x", (2,), "float32")], id_columns=["id"])
+    assert layout.columns == ["b", "a"]
+    assert layout.widths() == {"x": 2}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"feature_columns": ["a", "zz"]}, r"feature column 'zz' .* not in the input schema"),
+        ({"feature_columns": ["a"]}, r"expects 2 values per row, but the feature columns give 1"),
+        ({"feature_columns": ["a", "name"]}, r"'name' has type string"),
+        ({"id_columns": ["nope"]}, r"id column 'nope' is not in the input schema"),
+    ],
+)
+def test_layout_errors_name_the_problem(kwargs, message):
+    schema = _schema(id=pa.int64(), a=pa.float32(), b=pa.float32(), name=pa.string())
+    with pytest.raises(ConfigError, match=message):
+        plan_layout(schema, [TensorInfo("x", (2,), "float32")], **kwargs)
+
+
+def test_named_inputs_bind_columns_by_name_including_list_columns():
+    schema = _schema(id=pa.int64(), a=pa.float64(), emb=pa.list_(pa.float32()))
+    layout = plan_layout(
+        schema, [TensorInfo("a", (1,), "float32"), TensorInfo("emb", (3,), "float32")]
+    )
+    table = pa.table(
+        {
+            "id": [1, 2],
+            "a": [0.5, 1.5],
+            "emb": pa.array([[1, 2, 3], [4, 5, 6]], pa.list_(pa.float32())),
+        }
+    )
+    got = assemble_features(table, layout)
+    assert got.good is None
+    np.testing.assert_array_equal(got.features["a"], np.array([[0.5], [1.5]], np.float32))
+    np.testing.assert_array_equal(got.features["emb"], np.array([[1, 2, 3], [4, 5, 6]], np.float32))
+
+
+def test_bad_rows_are_split_off_with_reasons():
+    table = pa.table(
+        {
+            "id": [10, 11, 12, 13, 14],
+            "a": pa.array([1.0, None, 3.0, np.nan, 5.0], pa.float64()),
+            "b": pa.array([1.0, 2.0, np.inf, 4.0, -np.inf], pa.float32()),
+        }
+    )
+    layout = plan_layout(table.schema, [TensorInfo("x", (2,), "float32")], id_columns=["id"])
+    got = assemble_features(table, layout)
+    np.testing.assert_array_equal(got.good, [True, False, False, False, False])
+    np.testing.assert_array_equal(got.features["x"], np.array([[1.0, 1.0]], np.float32))
+    errors = rejected_rows_table(table, got.problems).to_pylist()
+    by_id = {json.loads(e["row"])["id"]: e for e in errors}
+    assert sorted(by_id) == [11, 12, 13, 14]
+    assert by_id[11]["column"] == "a" and by_id[11]["reason"] == "feature 'a' is null"
+    assert by_id[12]["column"] == "b" and by_id[12]["reason"] == "feature 'b' is Inf"
+    assert by_id[13]["reason"] == "feature 'a' is NaN or null"
+    assert by_id[14]["reason"] == "feature 'b' is -Inf"
+    assert json.loads(by_id[12]["row"]) == {"id": 12, "a": 3.0, "b": "Infinity"}
+    assert all(e["stage"] == "validate" for e in errors)
+
+
+def test_wrong_length_and_null_lists_are_rejected():
+    table = pa.table(
+        {"emb": pa.array([[1.0, 2.0], [1.0], None, [3.0, None]], pa.list_(pa.float32()))}
+    )
+    layout = plan_layout(table.schema, [TensorInfo("emb", (2,), "float32")])
+    got = assemble_features(table, layout)
+    np.testing.assert_array_equal(got.good, [True, False, False, False])
+    reasons = {int(i): r for i, r in zip(*got.problems["emb"], strict=True)}
+    assert reasons[1] == "feature 'emb' has 1 values, expected 2"
+    assert reasons[2] == "feature 'emb' is null"
+    assert reasons[3].startswith("feature 'emb' contains NaN, null or Inf at position 1")
+
+
+def test_row_with_several_problems_lists_them_all():
+    table = pa.table({"a": pa.array([None], pa.float32()), "b": pa.array([np.nan], pa.float32())})
+    layout = plan_layout(table.schema, [TensorInfo("x", (2,), "float32")])
+    (error,) = rejected_rows_table(table, assemble_features(table, layout).problems).to_pylist()
+    assert error["column"] == "a"
+    assert error["reason"] == "feature 'a' is null; feature 'b' is NaN or null"

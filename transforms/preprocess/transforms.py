@@ -1,0 +1,110 @@
+"""Beam wiring of preprocessing: :class:`PreprocessFeatures` and its prefetching DoFn.
+
+:class:`PreprocessFeatures` has the same outputs as
+:class:`keras_batch_score.transforms.features.validate.ValidateFeatures`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.utils.windowed_value import WindowedValue
+
+from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
+from keras_batch_score.transforms.core.batch import ScoringBatch
+from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor, Preprocessed
+from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
+
+
+class PreprocessDoFn(beam.DoFn):
+    """Arrow table -> :class:`ScoringBatch` of the good rows, plus an errors table on ``errors``.
+
+    With image features, a batch's preprocessing runs on a background thread
+    while the fused steps downstream (inference, writing) handle the previous
+    batch, as a ``tf.data`` prefetch would: at most one batch is in flight,
+    and the last one is emitted in ``finish_bundle``.
+    """
+
+    ERRORS = "errors"
+
+    def __init__(self, plan: PreprocessPlan, keep_columns: Sequence[str]) -> None:
+        self._plan = plan
+        self._keep = list(keep_columns)
+
+    def setup(self) -> None:
+        self._run = BatchPreprocessor(self._plan)
+        self._rejected = beam.metrics.Metrics.counter("keras_batch_score", "rows_rejected")
+        overlap = any(f.type == "image" for f in self._plan.spec.features)
+        self._pool = ThreadPoolExecutor(1, "preprocess") if overlap else None
+        self._pending: tuple[pa.Table, Future, Any, Any] | None = None
+
+    def start_bundle(self) -> None:
+        self._pending = None
+
+    def process(
+        self,
+        table: pa.Table,
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterable[Any]:
+        if self._pool is None:
+            yield from self._outputs(table, self._run(table))
+            return
+        future = self._pool.submit(self._run, table)
+        if self._pending is not None:
+            yield from self._emit_pending()
+        self._pending = (table, future, window, timestamp)
+
+    def finish_bundle(self) -> Iterable[Any]:
+        if self._pending is not None:
+            yield from self._emit_pending()
+
+    def teardown(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
+
+    def _emit_pending(self) -> Iterable[Any]:
+        table, future, window, timestamp = self._pending  # type: ignore[misc]
+        self._pending = None
+        for out in self._outputs(table, future.result()):
+            if isinstance(out, pvalue.TaggedOutput):
+                yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+            else:
+                yield WindowedValue(out, timestamp, [window])
+
+    def _outputs(self, table: pa.Table, result: Preprocessed) -> Iterable[Any]:
+        kept = table.select(self._keep)
+        if result.good is not None:
+            self._rejected.inc(result.num_bad)
+            yield pvalue.TaggedOutput(self.ERRORS, result.errors)
+            kept = kept.filter(pa.array(result.good))
+        yield ScoringBatch(table=kept, features=result.features, rows_rejected=result.num_bad)
+
+
+class PreprocessFeatures(beam.PTransform):
+    """Arrow tables -> (ScoringBatch of preprocessed good rows, errors tables).
+
+    A drop-in replacement for :class:`keras_batch_score.transforms.features.validate.ValidateFeatures`.
+
+    Returns:
+        A ``DoOutputsTuple`` with ``batches`` and ``errors``.
+    """
+
+    def __init__(self, plan: PreprocessPlan, keep_columns: Sequence[str]) -> None:
+        super().__init__()
+        if not plan.inputs:
+            raise ValueError("the preprocessing plan has no model inputs")
+        self._plan = plan
+        self._keep = list(keep_columns)
+
+    def expand(self, tables: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return tables | "PreprocessAndCheck" >> beam.ParDo(
+            PreprocessDoFn(self._plan, self._keep)
+        ).with_output_types(ScoringBatch, errors=pa.Table).with_outputs(
+            PreprocessDoFn.ERRORS, main="batches"
+        )
