@@ -6,8 +6,9 @@
 * :class:`ProgressMonitor`: polls the progress channel the workers write
   (:mod:`keras_batch_score.transforms.run.progress`) from a thread while ``Pipeline.run()`` blocks,
   and draws a live ``rich`` bar on a terminal (rows done of the total, rows/s,
-  ETA, rows failed) or prints a plain line every ``--progress-seconds`` when
-  the output is piped (Airflow, CI), then a final 100% line.
+  ETA, rows failed) or, when the output is piped (Airflow, CI), a plain line
+  as soon as the first rows are done, then one every ``--progress-seconds``,
+  then a final 100% line.
 * :func:`input_total`: the total: the sum of the Parquet footers' row counts,
   or for TFRecord an estimate from the file sizes and the size of the first
   records.
@@ -254,10 +255,11 @@ class ProgressMonitor:
                 self._update_bar(counts)
                 continue
             now = time.monotonic()
-            if now < next_line:
+            done = counts["scored"] + counts["failed"]
+            first_rows = self._last_done < 0 and done > 0  # shown at once, not after an interval
+            if now < next_line and not first_rows:
                 continue
             next_line = now + self._interval
-            done = counts["scored"] + counts["failed"]
             finished = self._total.rows is not None and done >= self._total.rows
             stale = now - self._last_line >= max(_HEARTBEAT_SECONDS, self._interval)
             if not finished and (done != self._last_done or stale):
