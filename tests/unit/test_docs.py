@@ -29,3 +29,25 @@ def test_code_fences_are_balanced():
     for doc in DOCS:
         fences = [line for line in doc.read_text().splitlines() if line.startswith("```")]
         assert len(fences) % 2 == 0, f"{doc.name} has an unclosed code block"
+
+
+def _layout_block() -> list[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("<!-- layout:start -->", 1)[1].split("<!-- layout:end -->", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip() and line[0] != "`"]
+
+
+def test_architecture_lists_every_module_once():
+    """docs/architecture.md has one line per module, and only modules that exist."""
+    listed = _layout_block()
+    on_disk = {
+        str(p.relative_to(ROOT))
+        for top in ("pipelines", "transforms", "benchmarks", "examples")
+        for p in (ROOT / top).rglob("*.py")
+        if not (p.name == "__init__.py" and not p.read_text().strip())
+    }
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert not on_disk - set(listed), (
+        f"not in docs/architecture.md: {sorted(on_disk - set(listed))}"
+    )
+    assert not set(listed) - on_disk, f"listed but gone: {sorted(set(listed) - on_disk)}"

@@ -3,7 +3,7 @@
 A plain run is a trivial post-processing plan (one member, nothing to
 combine or transform), so a single model, an ensemble, A/B arms and a
 fallback model all take the same steps: ``Models`` (one ``RunInference``
-per member, :class:`keras_batch_score.transforms.postprocess.apply.ScoreModels`)
+per member, :class:`keras_batch_score.transforms.postprocess.transforms.ScoreModels`)
 then ``Postprocess`` (ensemble, calibration, clipping, labels).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import apache_beam as beam
 
 from keras_batch_score.transforms.postprocess.plan import PostprocessPlan
-from keras_batch_score.transforms.postprocess.transforms import score_and_postprocess
+from keras_batch_score.transforms.postprocess.transforms import Postprocess, ScoreModels
 
 
 class ScoreBatches(beam.PTransform):
@@ -37,16 +37,12 @@ class ScoreBatches(beam.PTransform):
         min_batch_rows: int | None = None,
     ) -> None:
         super().__init__()
-        self._plan = plan
-        self._widths = dict(feature_widths)
-        self._max = max_batch_rows
-        self._min = min_batch_rows
+        self._models = ScoreModels(
+            plan, feature_widths, max_batch_rows=max_batch_rows, min_batch_rows=min_batch_rows
+        )
+        self._postprocess = Postprocess(plan)
 
     def expand(self, batches: beam.PCollection):
-        return score_and_postprocess(
-            batches,
-            self._plan,
-            self._widths,
-            max_batch_rows=self._max,
-            min_batch_rows=self._min,
-        )
+        scored, errors = batches | "Models" >> self._models
+        final, post_errors = scored | "Postprocess" >> self._postprocess
+        return final, (errors, post_errors) | "InferenceAndPostprocessErrors" >> beam.Flatten()

@@ -268,19 +268,3 @@ def add_model_counts(
     return counts | "AddModelCounts" >> beam.ParDo(
         _AddModelCounts(), pvalue.AsSingleton(by_model), fallback_id
     )
-
-
-def score_and_postprocess(
-    batches: beam.PCollection,
-    plan: PostprocessPlan,
-    feature_widths: Mapping[str, int],
-    *,
-    max_batch_rows: int,
-    min_batch_rows: int | None = None,
-) -> tuple[beam.PCollection, beam.PCollection]:
-    """Validated batches -> (post-processed scored batches, errors tables)."""
-    scored, errors = batches | "Models" >> ScoreModels(
-        plan, feature_widths, max_batch_rows=max_batch_rows, min_batch_rows=min_batch_rows
-    )
-    final, post_errors = scored | "Postprocess" >> Postprocess(plan)
-    return final, (errors, post_errors) | "InferenceAndPostprocessErrors" >> beam.Flatten()
