@@ -48,7 +48,7 @@ class InputOptions(Section):
         ),
     ] = "auto"
     tfrecord_features: Annotated[
-        Any,  # a spec file or mapping: keras_batch_score.transforms.io.tfrecord; inferred if unset
+        Any,  # a spec file or mapping: keras_batch_score.transforms.io.tfrecord_spec; inferred if unset
         Flag(
             "--tfrecord-features",
             "YAML file with a tfrecord_features spec (default: inferred from the first records).",

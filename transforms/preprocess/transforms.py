@@ -1,7 +1,7 @@
 """Beam wiring of preprocessing: :class:`PreprocessFeatures` and its prefetching DoFn.
 
 :class:`PreprocessFeatures` has the same outputs as
-:class:`keras_batch_score.transforms.features.validate.ValidateFeatures`.
+:class:`keras_batch_score.transforms.features.transforms.ValidateFeatures`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class PreprocessDoFn(beam.DoFn):
 class PreprocessFeatures(beam.PTransform):
     """Arrow tables -> (ScoringBatch of preprocessed good rows, errors tables).
 
-    A drop-in replacement for :class:`keras_batch_score.transforms.features.validate.ValidateFeatures`.
+    A drop-in replacement for :class:`keras_batch_score.transforms.features.transforms.ValidateFeatures`.
 
     Returns:
         A ``DoOutputsTuple`` with ``batches`` and ``errors``.
