@@ -19,7 +19,12 @@ from pydantic import ValidationError
 
 from keras_batch_score.pipelines.options import checks
 from keras_batch_score.pipelines.options.flat import flatten
-from keras_batch_score.pipelines.options.schema import SECTIONS, SETTINGS, ScoreOptions
+from keras_batch_score.pipelines.options.schema import (
+    REQUIRED_SETTINGS,
+    SECTIONS,
+    SETTINGS,
+    ScoreOptions,
+)
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.core.safe_yaml import read_yaml, short_repr
 
@@ -154,7 +159,7 @@ def resolve(namespace: argparse.Namespace, *, extra_checks: Sequence[checks.Chec
         if key in SETTINGS:
             values[key] = value
             sources.pop(key, None)
-    missing = [k for k in ("model", "input", "output") if not values.get(k)]
+    missing = [k for k in REQUIRED_SETTINGS if not values.get(k)]
     if missing:
         flags = ", ".join(SETTINGS[k].flag.flag for k in missing)
         problems.append(
