@@ -207,3 +207,25 @@ def test_inference_failure_sends_rows_to_errors(tmp_path, data, model_path):
     assert {e["stage"] for e in errors} == {"inference"}
     assert sorted(e["row"]["id"] for e in errors) == list(range(300, 600))
     assert "boom" in errors[0]["reason"]
+
+
+def test_integer_outputs_are_written_exactly(tmp_path, data):
+    """A plain run writes an integer output as the model gives it (no float32 rounding)."""
+    tf = util.import_tensorflow()
+    table, input_path = data
+
+    class Codes(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float32, name="x")])
+        def serve(self, x):
+            return {"code": tf.cast(tf.round(x[:, 0] * 1000.0), tf.int64) + 2**40 + 1}
+
+    module = Codes()
+    path = tmp_path / "codes"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    summary = _run(str(path), input_path, tmp_path / "out")
+    assert summary["rows_scored"] == table.num_rows
+    got = util.read_predictions(tmp_path / "out")
+    x = np.stack([table.column(c).to_numpy() for c in FEATURES], axis=1).astype(np.float32)
+    expected = module.serve(tf.constant(x))["code"].numpy()
+    assert pa.types.is_integer(got.schema.field("prediction").type)
+    np.testing.assert_array_equal(got.column("prediction").to_numpy(), expected)

@@ -81,9 +81,14 @@ def postprocess_predictions(
     out: dict[str, np.ndarray] = {}
     names = [m.name for m in plan.members]
     weights = [m.weight for m in plan.members]
+    changes_values = plan.calibration is not None or plan.target_std is not None
+    changes_values |= plan.clip_min is not None or plan.clip_max is not None
+    changes_values |= plan.noise is not None
     for col in plan.outputs:
         member_values = [predictions.get(member_key(col.key, n)) for n in names]
         combined = plan.is_ensemble and all(v is not None for v in member_values)
+        # One model's output and nothing to change: kept as the model gave it (int64 stays exact).
+        as_given = not combined and not changes_values
         if combined:
             value = ensemble.combine(member_values, plan.method, weights)
             member_std = [predictions.get(member_key(std_key(col.key), n)) for n in names]
@@ -93,7 +98,9 @@ def postprocess_predictions(
                 member_std if all(s is not None for s in member_std) else None,
             )
         else:
-            value = np.asarray(predictions[col.key], dtype=np.float32)
+            value = (
+                predictions[col.key] if as_given else np.asarray(predictions[col.key], np.float32)
+            )
             std = predictions.get(std_key(col.key))
             if std is None and plan.emits_std:
                 std = np.full(value.shape, np.nan, dtype=np.float32)
@@ -110,7 +117,7 @@ def postprocess_predictions(
             value = add_noise(value, keys, plan.noise, plan.outputs.index(col))
             if plan.clip_min is not None or plan.clip_max is not None:
                 value = np.clip(value, plan.clip_min, plan.clip_max)
-        out[col.key] = np.asarray(value, dtype=np.float32)
+        out[col.key] = value if as_given else np.asarray(value, dtype=np.float32)
         shadow = predictions.get(member_key(col.key, SHADOW)) if plan.shadow else None
         if shadow is not None:
             out[member_key(col.key, SHADOW)] = _value_transforms(shadow, plan)
