@@ -10,7 +10,11 @@ import pytest
 
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.features.layout import plan_layout
-from keras_batch_score.transforms.features.validate import assemble_features, rejected_rows_table
+from keras_batch_score.transforms.features.validate import (
+    assemble_features,
+    interleave,
+    rejected_rows_table,
+)
 from keras_batch_score.transforms.model.tensors import TensorInfo
 
 
@@ -100,3 +104,32 @@ def test_row_with_several_problems_lists_them_all():
     (error,) = rejected_rows_table(table, assemble_features(table, layout).problems).to_pylist()
     assert error["column"] == "a"
     assert error["reason"] == "feature 'a' is null; feature 'b' is NaN or null"
+
+
+@pytest.mark.parametrize("rows", [0, 1, 4095, 4096, 4097, 10_000])
+@pytest.mark.parametrize("widths", [[1, 1, 1], [1, 3, 1, 2], [5]])
+def test_interleave_matches_writing_each_block_into_its_columns(rows, widths):
+    rng = np.random.default_rng(rows + len(widths))
+    blocks = [rng.normal(size=(rows, w)) for w in widths]  # float64, cast into float32
+    expected = np.empty((rows, sum(widths)), np.float32)
+    offset = 0
+    for block in blocks:
+        expected[:, offset : offset + block.shape[1]] = block
+        offset += block.shape[1]
+    got = interleave(blocks, rows, np.dtype(np.float32))
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_wide_inputs_flag_every_nonfinite_row_even_when_the_sum_overflows():
+    n, names = 9000, [f"c{i}" for i in range(6)]
+    columns = {c: np.full(n, 3e38, np.float32) for c in names}  # finite, but they sum to inf
+    columns["c4"][[0, 4096, 8999]] = [np.nan, np.inf, -np.inf]
+    table = pa.table(columns)
+    layout = plan_layout(table.schema, [TensorInfo("x", (6,), "float32")])
+    got = assemble_features(table, layout)
+    assert np.flatnonzero(~got.good).tolist() == [0, 4096, 8999]
+    assert list(got.problems) == ["c4"]
+    assert np.isfinite(got.features["x"]).all() and got.features["x"].shape == (n - 3, 6)
+    clean = assemble_features(table.set_column(4, "c4", pa.array(np.ones(n, np.float32))), layout)
+    assert clean.good is None  # an overflowing sum alone rejects nothing

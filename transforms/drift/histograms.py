@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import one_array
 from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.drift.plan import PREDICTION, Target
 from keras_batch_score.transforms.drift.profile_format import (
@@ -86,7 +87,7 @@ def column_values(
         values = values.reshape(-1)
     else:
         col = table.column(target.column)
-        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+        arr = one_array(col)
         if pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_decode()
         if pa.types.is_decimal(arr.type):  # Python Decimals: float() rounds correctly

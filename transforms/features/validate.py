@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import one_array
 from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.features.layout import (
     FeatureLayout,
@@ -67,12 +68,9 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
             features[binding.name] = out.reshape((n, *binding.shape))
             continue
         integer = np.dtype(binding.dtype).kind in "iu"
-        out = np.empty((n, binding.width), dtype=binding.dtype)
-        offset = 0
+        blocks: list[np.ndarray] = []
         for column, width in zip(binding.columns, binding.widths, strict=True):
-            arr = table.column(column)
-            if isinstance(arr, pa.ChunkedArray):
-                arr = arr.combine_chunks()
+            arr = one_array(table.column(column))
             if is_numeric_type(arr.type):
                 if arr.null_count:
                     flag(column, np.asarray(arr.is_null()), f"feature {column!r} is null")
@@ -84,9 +82,9 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
                 block = _list_values(arr, column, width, flag)
             if integer:
                 block = _integral_values(block, column, binding, flag)
-            out[:, offset : offset + width] = block
-            offset += width
-        if out.dtype.kind == "f":
+            blocks.append(block)
+        out = interleave(blocks, n, np.dtype(binding.dtype))
+        if out.dtype.kind == "f" and not _all_finite(out):
             nonfinite = ~np.isfinite(out)
             rows = nonfinite.any(axis=1)
             if rows.any():
@@ -112,13 +110,53 @@ def assemble_features(table: pa.Table, layout: FeatureLayout) -> Assembled:
     return Assembled({k: v[good] for k, v in features.items()}, good, merged)
 
 
+INTERLEAVE_ROWS = 4096
+"""Rows per step of :func:`interleave`: a step's columns and rows stay in the CPU cache."""
+
+
+def interleave(blocks: list[np.ndarray], n: int, dtype: np.dtype) -> np.ndarray:
+    """``(n, sum of widths)`` C-ordered ``dtype`` array of ``(n, width)`` column blocks, side by side.
+
+    Same values as writing each block into its columns, but several times
+    faster on wide inputs: writing one column of a row-major array touches every
+    row's cache line, so the rows are filled ``INTERLEAVE_ROWS`` at a time, and
+    single columns go through a small transposed buffer.
+    """
+    widths = [b.shape[1] for b in blocks]
+    out = np.empty((n, sum(widths)), dtype=dtype)
+    step = max(1, min(INTERLEAVE_ROWS, n))
+    if all(w == 1 for w in widths):
+        buffer = np.empty((len(blocks), step), dtype=dtype)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            part = buffer[:, : stop - start]
+            for i, block in enumerate(blocks):
+                part[i] = block[start:stop, 0]
+            out[start:stop] = part.T
+        return out
+    offsets = np.cumsum([0, *widths])
+    for start in range(0, n, step):
+        rows = out[start : start + step]
+        for block, lo, hi in zip(blocks, offsets[:-1], offsets[1:], strict=True):
+            rows[:, lo:hi] = block[start : start + step]
+    return out
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """True when every value is finite; one summing pass, so a False needs a closer look.
+
+    A NaN or infinity makes the sum non-finite; a sum that overflows only
+    sends the caller to its exact per-row check.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
 def _string_values(table: pa.Table, binding: InputBinding, n: int, flag: Any) -> np.ndarray:
     """``(n, width)`` object array of str/bytes for a string model input; nulls are row errors."""
     out = np.empty((n, binding.width), dtype=object)
     for offset, column in enumerate(binding.columns):
-        arr = table.column(column)
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
+        arr = one_array(table.column(column))
         if pa.types.is_dictionary(arr.type):
             arr = arr.cast(arr.type.value_type)
         if arr.null_count:

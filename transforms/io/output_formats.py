@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import one_array
 from keras_batch_score.transforms.io.example_encoder import serialize_examples
 
 FORMATS = ("parquet", "jsonl", "tfrecord")
@@ -73,7 +74,7 @@ def _quoted(arr: pa.Array) -> pa.Array:
 
 def json_values(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Each value of ``column`` as JSON text (``null`` for nulls, NaN and Inf), without nulls."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = one_array(column)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     t = arr.type

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import one_array
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -33,7 +35,7 @@ def hash_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     UTF-8 bytes (through the Arrow buffers: a sum of position-keyed mixes of
     each byte, then mixed with the length); nulls hash to a constant.
     """
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = one_array(column)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     t = arr.type
