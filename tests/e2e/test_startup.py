@@ -21,6 +21,13 @@ objsize.get_deep_size([1, 2, 3])
 for module in list(sys.modules.values()):
     vars(module)
 assert "sklearn" not in sys.modules, "vars() on the deferred module imported scikit-learn"
+# Autograph, tracing a tf.function, reads __file__ of every module in sys.modules
+import tensorflow as tf
+tf.function(lambda x: x + 1)(tf.constant(1))
+assert "sklearn" not in sys.modules, "tracing a tf.function imported scikit-learn"
+from keras_batch_score.transforms.preprocess.ops import ImageDecoder
+ImageDecoder((4, 4))(__import__("numpy").array([tf.io.encode_png(tf.zeros((6, 6, 3), tf.uint8)).numpy()], dtype=object))
+assert "sklearn" not in sys.modules, "the image decoder imported scikit-learn"
 import keras
 # keras.wrappers is still there, loaded on first use
 assert keras.wrappers.SKLearnClassifier.__name__ == "SKLearnClassifier"

@@ -57,6 +57,12 @@ class DeferredModule(ModuleType):
     (a LazyLoader module was loaded there, at the first side input).
     """
 
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # Tracing a tf.function with autograph reads ``__file__`` of every module in
+        # sys.modules; answering it here keeps that from importing scikit-learn.
+        self.__file__ = None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(load_deferred(self.__name__), name)
 

@@ -65,7 +65,7 @@ class MCDropout:
             fn = lambda d: inner(d, training=True)  # noqa: E731
         else:
             fn = lambda d: inner([d[n] for n in order], training=True)  # noqa: E731
-        self._graph = tf.function(fn, input_signature=[sig])
+        self._graph = tf.function(fn, input_signature=[sig], autograph=False)
 
     def _reset_seeds(self, features: Mapping[str, np.ndarray], n: int) -> None:
         if self._seed is None:

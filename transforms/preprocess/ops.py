@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import one_array
+
 # The punctuation TextVectorization's default standardization removes.
 TEXT_STRIP_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
@@ -67,8 +69,7 @@ def numeric_values(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     values (always 1 for a scalar column); rows whose length is not ``width``
     are filled with NaN.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     n = len(arr)
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
@@ -241,7 +242,7 @@ class ImageDecoder:
         def decode(data: Any) -> Any:
             return tf.io.decode_image(data, channels=c, expand_animations=False)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
         def fast(batch: Any) -> Any:
             images = tf.map_fn(
                 decode,
