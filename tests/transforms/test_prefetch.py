@@ -21,7 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from keras_batch_score.transforms.io import parquet_read
 from keras_batch_score.transforms.io import write as io_write
-from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead
+from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead, read_ahead
 from tests.util import write_parquet
 
 
@@ -65,6 +65,52 @@ def test_read_ahead_raises_for_the_failing_input_and_stops():
 def test_read_ahead_rejects_zero_depth():
     with pytest.raises(ValueError, match="depth"):
         ReadAhead(lambda x: x, depth=0)
+
+
+def test_read_ahead_iterator_keeps_order_stays_bounded_and_runs_elsewhere():
+    produced: list[int] = []
+    threads: set[int] = set()
+
+    def items():
+        for i in range(50):
+            threads.add(threading.get_ident())
+            produced.append(i)
+            yield i
+
+    got = []
+    for value in read_ahead(items(), depth=2):
+        assert len(produced) - len(got) <= 2 + 2  # queued + the one in hand + the one being made
+        got.append(value)
+    assert got == list(range(50))
+    assert threads and threading.get_ident() not in threads
+
+
+def test_read_ahead_iterator_raises_in_place_of_the_failing_item():
+    def items():
+        yield from range(3)
+        raise OSError("record 3 is corrupt")
+
+    got = []
+    with pytest.raises(OSError, match="record 3 is corrupt"):
+        for value in read_ahead(items(), depth=1):
+            got.append(value)
+    assert got == [0, 1, 2]
+
+
+def test_read_ahead_iterator_stops_its_thread_when_closed_early():
+    produced: list[int] = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    before = threading.active_count()
+    gen = read_ahead(items(), depth=2, name="early-close")
+    assert next(gen) == 0
+    gen.close()
+    assert threading.active_count() == before
+    assert len(produced) < 10
 
 
 def test_background_writer_writes_every_item_once_in_order():

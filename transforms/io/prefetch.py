@@ -10,13 +10,16 @@ bounded so memory stays flat whatever the input size:
 * :class:`ReadAhead` runs a function on the next inputs on one background
   thread, at most ``depth`` inputs ahead, and hands the results back in input
   order (the reader: row group ``k + 1`` is read while row group ``k`` is scored).
+* :func:`read_ahead` does the same for an iterator (the TFRecord reader: the
+  records of a file are read and parsed a few batches ahead).
 * :class:`BackgroundWriter` hands items to one background thread through a
   bounded queue (the writer: Parquet encoding and file writes of batch ``k``
   run while batch ``k + 1`` is scored).
 
 Exceptions raised on the background thread are re-raised in the caller: by
 :meth:`ReadAhead.submit` / :meth:`ReadAhead.drain` for the input that failed,
-and by the next :meth:`BackgroundWriter.put` or by :meth:`BackgroundWriter.close`.
+by :func:`read_ahead` where the failed item would have been yielded, and by the
+next :meth:`BackgroundWriter.put` or by :meth:`BackgroundWriter.close`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -91,6 +94,52 @@ class ReadAhead(Generic[In, Out, Tag]):
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def read_ahead(items: Iterable[Out], depth: int = 2, name: str = "read-ahead") -> Iterator[Out]:
+    """Yields ``items`` in order while one background thread produces up to ``depth`` ahead.
+
+    An exception raised while producing an item is raised here, in its place.
+    Closing the returned generator early stops the thread after the item it is
+    working on.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    results: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+            offer((False, None))
+        except BaseException as e:
+            offer((False, e))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, value = results.get()
+            if ok:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
 
 
 class BackgroundWriter(Generic[In]):

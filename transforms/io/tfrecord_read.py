@@ -1,23 +1,30 @@
 """TFRecord input with Beam: ``tf.train.Example`` records -> the same Arrow tables the Parquet reader yields.
 
-The serialized records are read by Beam's TFRecord source (GZIP detected from
-the file extension), grouped into fixed-size batches, and each batch is parsed
-by :func:`keras_batch_score.transforms.io.tfrecord_parse.parse_examples_located`.
+The matched files are read whole by one DoFn each (Beam never splits a
+TFRecord file: it has no sync markers), with Beam's record framing and CRC
+checks, into lists of ``batch_rows`` serialized records: records never travel
+through the pipeline one by one. Each list is parsed by
+:func:`keras_batch_score.transforms.io.tfrecord_parse.parse_examples_located`,
+a few batches ahead on a background thread.
+GZIP and the other Beam compressions are detected from the file extension.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.tfrecordio import _TFRecordSource
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
+from keras_batch_score.transforms.io.prefetch import read_ahead
 from keras_batch_score.transforms.io.tfrecord_parse import BadRecord, parse_examples_located
 from keras_batch_score.transforms.io.tfrecord_spec import (
     CorruptTFRecordError,
@@ -28,66 +35,88 @@ from keras_batch_score.transforms.io.tfrecord_spec import (
 _LOG = logging.getLogger("keras_batch_score")
 
 DEFAULT_PARSE_ROWS = 2048
+READ_AHEAD_BATCHES = 2  # parsed record batches held ahead of the model
+
+RecordBatch = tuple[str, int, list[bytes]]
+"""``(file, index of the first record in its file, serialized records)``."""
 
 
-class _NamedTFRecordSource(_TFRecordSource):
-    """Beam's TFRecord source, yielding ``(file, record index, record)``; read errors name the file.
+def read_record_batches(path: str, batch_rows: int) -> Iterator[RecordBatch]:
+    """The records of ``path`` (any Beam filesystem), ``batch_rows`` at a time.
 
-    Beam never splits a TFRecord file (it has no sync markers), so counting the
-    records of one ``read_records`` call gives each record's index in its file.
+    Raises:
+        CorruptTFRecordError: naming the file, when a record is truncated or its
+            CRC does not match.
     """
-
-    def read_records(self, file_name: str, offset_range_tracker: Any) -> Iterable[Any]:
-        try:
-            for index, record in enumerate(super().read_records(file_name, offset_range_tracker)):
-                yield file_name, index, record
-        except Exception as e:
-            detail = str(e).split(": b'")[0]  # drop Beam's hex dump of the bad bytes
-            raise CorruptTFRecordError(
-                f"TFRecord file {file_name} is truncated or corrupt: {detail}"
-            ) from e
-
-    def default_output_coder(self) -> beam.coders.Coder:
-        return beam.coders.TupleCoder(
-            [beam.coders.StrUtf8Coder(), beam.coders.VarIntCoder(), beam.coders.BytesCoder()]
-        )
+    start, records = 0, []
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+            while (record := _TFRecordUtil.read_record(f)) is not None:
+                records.append(record)
+                if len(records) == batch_rows:
+                    yield path, start, records
+                    start, records = start + batch_rows, []
+    except Exception as e:
+        detail = str(e).split(": b'")[0]  # drop Beam's hex dump of the bad bytes
+        raise CorruptTFRecordError(f"TFRecord file {path} is truncated or corrupt: {detail}") from e
+    if records:
+        yield path, start, records
 
 
-class _ParseExamplesDoFn(beam.DoFn):
-    """A list of ``(file, record index, record)`` -> one parsed Arrow table (+ an errors table).
+def parse_batches(
+    batches: Iterable[RecordBatch], specs: Sequence[TFRecordFeature]
+) -> Iterator[tuple[RecordBatch, pa.Table, list[BadRecord]]]:
+    """Each record batch with its parsed table and the records that do not parse."""
+    for batch in batches:
+        yield batch, *parse_examples_located(batch[2], specs)
 
-    Records that cannot be parsed go to the ``errors`` output (stage ``parse``),
-    or, without ``emit_errors``, are logged and dropped.
+
+class _ReadExamplesDoFn(beam.DoFn):
+    """A matched file -> parsed Arrow tables (+ errors tables), read and parsed ahead.
+
+    The file's records are read and parsed on a background thread
+    (:func:`keras_batch_score.transforms.io.prefetch.read_ahead`; the CRC checks
+    and ``tf.io.parse_example`` release the GIL) while the steps fused after
+    this one score the previous batch. Records that cannot be parsed go to the
+    ``errors`` output (stage ``parse``), or, without ``emit_errors``, are logged
+    and dropped.
     """
 
     ERRORS = "errors"
 
-    def __init__(self, specs: Sequence[TFRecordFeature], locator: bool, emit_errors: bool) -> None:
+    def __init__(
+        self,
+        specs: Sequence[TFRecordFeature],
+        batch_rows: int,
+        locator: bool,
+        emit_errors: bool,
+    ) -> None:
         self._specs = tuple(specs)
+        self._batch_rows = batch_rows
         self._locator = locator
         self._emit_errors = emit_errors
 
     def setup(self) -> None:
         self._unparsed = beam.metrics.Metrics.counter("keras_batch_score", "records_unparsed")
 
-    def process(self, batch: list[tuple[str, int, bytes]]) -> Iterable[Any]:
-        if not batch:
-            return
-        files, indices, records = zip(*batch, strict=True)
-        table, bad = parse_examples_located(records, self._specs)
+    def process(self, metadata: Any) -> Iterable[Any]:
+        batches = read_record_batches(metadata.path, self._batch_rows)
+        for batch, table, bad in read_ahead(
+            parse_batches(batches, self._specs), READ_AHEAD_BATCHES, "tfrecord-read-ahead"
+        ):
+            yield from self._outputs(batch, table, bad)
+
+    def _outputs(self, batch: RecordBatch, table: pa.Table, bad: list[BadRecord]) -> Iterable[Any]:
+        file, start, records = batch
         if self._locator:
             keep = np.delete(np.arange(len(records)), [b.position for b in bad])
-            file_col = pa.array(files, pa.string())
-            index_col = pa.array(np.asarray(indices, dtype=np.int64))
-            if bad:
-                file_col, index_col = file_col.take(keep), index_col.take(keep)
-            table = table.append_column("source_file", file_col).append_column(
-                "row_index", index_col
-            )
+            table = table.append_column(
+                "source_file", pa.repeat(pa.scalar(file, pa.string()), len(keep))
+            ).append_column("row_index", pa.array(start + keep, pa.int64()))
         yield table
         if bad:
             self._unparsed.inc(len(bad))
-            errors = self._errors(bad, files, indices)
+            errors = self._errors(bad, file, start)
             if self._emit_errors:
                 yield beam.pvalue.TaggedOutput(self.ERRORS, errors)
             else:
@@ -97,9 +126,7 @@ class _ParseExamplesDoFn(beam.DoFn):
                     errors.column("reason")[0].as_py(),
                 )
 
-    def _errors(
-        self, bad: Sequence[BadRecord], files: Sequence[str], indices: Sequence[int]
-    ) -> pa.Table:
+    def _errors(self, bad: Sequence[BadRecord], file: str, start: int) -> pa.Table:
         from keras_batch_score.transforms.core.errors import error_table
 
         schema = arrow_schema(self._specs)
@@ -107,12 +134,12 @@ class _ParseExamplesDoFn(beam.DoFn):
         for b in bad:
             row = dict(b.values)
             if self._locator:
-                row |= {"source_file": files[b.position], "row_index": indices[b.position]}
+                row |= {"source_file": file, "row_index": start + b.position}
             rows.append(row)
         if self._locator:
             schema = pa.schema([*schema, ("source_file", pa.string()), ("row_index", pa.int64())])
         reasons = [
-            f"TFRecord file {files[b.position]} record {indices[b.position]}: "
+            f"TFRecord file {file} record {start + b.position}: "
             + (f"feature {b.column!r}: {b.detail}" if b.column else b.detail)
             for b in bad
         ]
@@ -161,18 +188,16 @@ class ReadTFRecordBatches(beam.PTransform):
         self._with_errors = with_errors
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        source = _NamedTFRecordSource(
-            self._pattern, beam.coders.BytesCoder(), CompressionTypes.AUTO, validate=True
-        )
         parsed = (
             pbegin
-            | "ReadRecords" >> beam.io.Read(source)
-            | "BatchRecords"
-            >> beam.BatchElements(min_batch_size=self._batch_rows, max_batch_size=self._batch_rows)
-            | "ParseExamples"
-            >> beam.ParDo(_ParseExamplesDoFn(self._specs, self._locator, self._with_errors))
+            | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadExamples"
+            >> beam.ParDo(
+                _ReadExamplesDoFn(self._specs, self._batch_rows, self._locator, self._with_errors)
+            )
             .with_output_types(pa.Table, errors=pa.Table)
-            .with_outputs(_ParseExamplesDoFn.ERRORS, main="tables")
+            .with_outputs(_ReadExamplesDoFn.ERRORS, main="tables")
         )
         if self._with_errors:
             return parsed.tables, parsed.errors

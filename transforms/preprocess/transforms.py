@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -24,11 +25,15 @@ from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
 class PreprocessDoFn(beam.DoFn):
     """Arrow table -> :class:`ScoringBatch` of the good rows, plus an errors table on ``errors``.
 
-    With image features, a batch's preprocessing runs on a background thread
-    while the fused steps downstream (inference, writing) handle the previous
-    batch, as a ``tf.data`` prefetch would: at most one batch is in flight,
-    and the last one is emitted in ``finish_bundle``.
+    With image features, batches are preprocessed on ``IMAGE_WORKERS``
+    background threads while the fused steps downstream (inference, writing)
+    handle earlier ones, as a ``tf.data`` parallel map with prefetch would:
+    decoding releases the GIL, so the threads use every core. Batches are
+    emitted in input order; at most ``IMAGE_WORKERS`` are in flight, and the
+    last ones are emitted in ``finish_bundle``.
     """
+
+    IMAGE_WORKERS = 2
 
     ERRORS = "errors"
 
@@ -40,11 +45,11 @@ class PreprocessDoFn(beam.DoFn):
         self._run = BatchPreprocessor(self._plan)
         self._rejected = beam.metrics.Metrics.counter("keras_batch_score", "rows_rejected")
         overlap = any(f.type == "image" for f in self._plan.spec.features)
-        self._pool = ThreadPoolExecutor(1, "preprocess") if overlap else None
-        self._pending: tuple[pa.Table, Future, Any, Any] | None = None
+        self._pool = ThreadPoolExecutor(self.IMAGE_WORKERS, "preprocess") if overlap else None
+        self._pending: deque[tuple[pa.Table, Future, Any, Any]] = deque()
 
     def start_bundle(self) -> None:
-        self._pending = None
+        self._pending = deque()
 
     def process(
         self,
@@ -55,22 +60,20 @@ class PreprocessDoFn(beam.DoFn):
         if self._pool is None:
             yield from self._outputs(table, self._run(table))
             return
-        future = self._pool.submit(self._run, table)
-        if self._pending is not None:
-            yield from self._emit_pending()
-        self._pending = (table, future, window, timestamp)
+        self._pending.append((table, self._pool.submit(self._run, table), window, timestamp))
+        if len(self._pending) > self.IMAGE_WORKERS:
+            yield from self._emit_oldest()
 
     def finish_bundle(self) -> Iterable[Any]:
-        if self._pending is not None:
-            yield from self._emit_pending()
+        while self._pending:
+            yield from self._emit_oldest()
 
     def teardown(self) -> None:
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown(wait=False)
 
-    def _emit_pending(self) -> Iterable[Any]:
-        table, future, window, timestamp = self._pending  # type: ignore[misc]
-        self._pending = None
+    def _emit_oldest(self) -> Iterable[Any]:
+        table, future, window, timestamp = self._pending.popleft()
         for out in self._outputs(table, future.result()):
             if isinstance(out, pvalue.TaggedOutput):
                 yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
