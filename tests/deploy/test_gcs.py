@@ -182,3 +182,40 @@ def test_profile_calibration_and_drift_files_on_gs(gcs, tmp_path):
 
     with pytest.raises(gate.GateFailure, match="dataset drift detected"):
         gate.check_run(output, read=gate.gcs_reader(_Hook))
+
+
+def test_tfrecord_input_on_gs_plain_and_gzip(gcs, tmp_path):
+    """TFRecord files matched on gs:// (one GZIP), each read whole by the batched reader."""
+    import tensorflow as tf
+
+    model, _, table, reference = ds.make_job(tmp_path / "local")
+    half = table.num_rows // 2
+    for i, part in enumerate((table.slice(0, half), table.slice(half))):
+        suffix = ".tfrecord.gz" if i else ".tfrecord"
+        local = tmp_path / f"part-{i}{suffix}"
+        with tf.io.TFRecordWriter(str(local), options="GZIP" if i else None) as writer:
+            for row in part.to_pylist():
+                feature = {"id": tf.train.Feature(int64_list=tf.train.Int64List(value=[row["id"]]))}
+                for name in ds.FEATURES:
+                    feature[name] = tf.train.Feature(
+                        float_list=tf.train.FloatList(value=[row[name]])
+                    )
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+        ds.upload(gcs, str(local), f"records/part-{i}{suffix}")
+
+    out = tmp_path / "out"
+    summary = score.run(
+        ["--model", model, "--input", f"gs://{BUCKET}/records/part-*", "--output", str(out),
+         "--input-format", "tfrecord", "--id-column", "id", "--batch-size=64",
+         "--feature-columns", ",".join(ds.FEATURES)]
+    )  # fmt: skip
+
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_failed"]) == (
+        table.num_rows,
+        table.num_rows,
+        0,
+    )
+    ds.assert_predictions(
+        pq.read_table(sorted(out.glob("predictions-*.parquet"))), table, reference
+    )
