@@ -8,6 +8,8 @@ ratio and the target:
   32-256-256-1): ``batch-score score`` against the hand-written pyarrow + Keras
   script and the *tuned* script (64k-row batches + compiled ``tf.function``),
   and against the compute limit (compiled function on in-memory numpy);
+* W1 on Ray Data and on Spark ``local[2]`` (:mod:`benchmarks.frameworks`, one
+  round each, installed beside the venv), same model, predictions compared;
 * W1 at 20M rows: peak RSS against 5M, and the steady-state marginal rate
   ``(20M - 5M) / (t20 - t5)`` against the compute limit;
 * W1 with ``--reference-profile`` (a profile of 1M of the rows, with the
@@ -435,6 +437,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, help="Alternating rounds (default 3, quick 1).")
     parser.add_argument("--skip-w2", action="store_true", help="Skip the image workload (W2).")
     parser.add_argument("--skip-big", action="store_true", help="Skip the 20M-row W1 run.")
+    parser.add_argument(
+        "--skip-frameworks", action="store_true", help="Skip W1 on Ray Data and Spark."
+    )
     parser.add_argument("--bf16", action="store_true", help="Also W1 with --precision bfloat16.")
     parser.add_argument(
         "--stock", action="store_true", help="Also Beam's per-row stock RunInference (50k rows)."
@@ -521,6 +526,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     raw["profile_small"] = _summary(measured["profile_small"], small)
     raw["profile_large"] = _summary(measured["profile_large"], rows)
 
+    if not args.skip_frameworks:
+        raw.update(run_frameworks(workdir, model, data, rows))
+
     if big_data is not None:
         _say(f"W1 at {big:,} rows (memory, steady state) ...")
         out_big = workdir / "out_ours_big"
@@ -559,6 +567,46 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def run_frameworks(workdir: Path, model: Path, data: Path, rows: int) -> dict[str, Any]:
+    """W1 on Ray Data and on Spark, one round each, predictions compared with ours."""
+    from benchmarks import frameworks
+
+    _say("W1 on Ray Data and Spark local[2] (one round each) ...")
+    env, why = frameworks.framework_env(workdir)
+    out: dict[str, Any] = {}
+    for engine in ("ray", "spark"):
+        if env is None or (engine == "spark" and not frameworks.has_java()):
+            out[f"w1_{engine}"] = {"skipped": why or "no Java runtime on the PATH"}
+            continue
+        target = workdir / f"out_{engine}"
+        shutil.rmtree(target, ignore_errors=True)
+        cmd = [sys.executable, "-m", "benchmarks.frameworks", engine, "--model", str(model),
+               "--input", str(data), "--output", str(target)]  # fmt: skip
+        run = timed_process(cmd, env=env)
+        out[f"w1_{engine}"] = {
+            **_summary([run], rows),
+            "max_abs_prediction_diff": _prediction_diff(target, workdir / "out_ours", rows),
+        }
+        shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+def _prediction_diff(theirs: Path, ours: Path, rows: int) -> float:
+    """Largest absolute difference between two outputs' predictions, matched by id."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    a = pq.read_table(theirs, columns=["id", "prediction"]).sort_by("id")
+    b = pq.read_table(sorted(ours.glob("predictions-*.parquet")), columns=["id", "prediction"])
+    b = b.sort_by("id")
+    if a.num_rows != rows or b.num_rows != rows:
+        raise RuntimeError(f"{theirs}: {a.num_rows:,} rows, ours {b.num_rows:,}, expected {rows:,}")
+    if not np.array_equal(a.column("id").to_numpy(), b.column("id").to_numpy()):
+        raise RuntimeError(f"{theirs}: the ids differ from ours")
+    diff = a.column("prediction").to_numpy() - b.column("prediction").to_numpy()
+    return float(np.abs(diff).max())
+
+
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The performance table's rows (ours, reference, ratio, target, met) from the raw runs."""
     raw, sizes = results["runs"], results["sizes"]
@@ -584,6 +632,25 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 a / b >= target,
             )
         )
+    for key, name in (
+        ("ray", "Ray Data (map_batches, 64k)"),
+        ("spark", "Spark local[2] (mapInArrow)"),
+    ):
+        engine = raw.get(f"w1_{key}", {})
+        if "rows_per_second" in engine:
+            b = engine["rows_per_second"]
+            out.append(
+                _row(
+                    f"w1_vs_{key}",
+                    f"W1 {rows_n:,} rows: batch-score score vs {name}",
+                    a,
+                    b,
+                    "rows/s",
+                    a / b,
+                    "> 1x (stay ahead)",
+                    a / b > 1,
+                )
+            )
     out.append(
         _row(
             "w1_vs_limit",
