@@ -29,8 +29,9 @@ class PreprocessDoFn(beam.DoFn):
     background threads while the fused steps downstream (inference, writing)
     handle earlier ones, as a ``tf.data`` parallel map with prefetch would:
     decoding releases the GIL, so the threads use every core. Batches are
-    emitted in input order; at most ``IMAGE_WORKERS`` are in flight, and the
-    last ones are emitted in ``finish_bundle``.
+    emitted in input order; at most ``IMAGE_WORKERS + 1`` are held (the oldest
+    is awaited when one more arrives), and the last ones are emitted in
+    ``finish_bundle``.
     """
 
     IMAGE_WORKERS = 2
