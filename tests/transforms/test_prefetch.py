@@ -17,8 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.io import parquet_read
 from keras_batch_score.transforms.io import write as io_write
 from keras_batch_score.transforms.io.prefetch import BackgroundWriter, ReadAhead, read_ahead
@@ -255,3 +258,53 @@ def test_progress_reports_the_first_batch_at_once(caplog):
         reporter.add(scored=5)
     lines = [r.getMessage() for r in caplog.records if "progress" in r.getMessage()]
     assert len(lines) == 1 and "10 scored" in lines[0]
+
+
+def _tagged(output) -> bool:
+    return isinstance(output, beam.pvalue.TaggedOutput)
+
+
+def test_preprocess_dofn_pairs_each_table_with_its_own_images_in_input_order(monkeypatch):
+    """Image batches decode on two threads and finish out of order; each keeps its own table."""
+    import random
+    import time
+    import types
+
+    from keras_batch_score.transforms.preprocess import transforms as pp
+    from keras_batch_score.transforms.preprocess.apply import Preprocessed
+
+    class SlowPreprocessor:  # stands in for BatchPreprocessor: random decode times
+        def __init__(self, plan):
+            self.threads: set[int] = set()
+
+        def __call__(self, table):
+            self.threads.add(threading.get_ident())
+            time.sleep(random.Random(table.column("id")[0].as_py()).uniform(0, 0.02))
+            ids = table.column("id").to_numpy()
+            good = ids % 7 != 3  # some rows rejected, so the filter must match the table
+            return Preprocessed(
+                {"x": ids[good].astype(np.float32)}, good, pa.table({"id": ids[~good]})
+            )
+
+    monkeypatch.setattr(pp, "BatchPreprocessor", SlowPreprocessor)
+    plan = types.SimpleNamespace(
+        spec=types.SimpleNamespace(features=[types.SimpleNamespace(type="image")])
+    )
+    dofn = pp.PreprocessDoFn(plan, ["id"])
+    dofn.setup()
+    dofn.start_bundle()
+    tables = [pa.table({"id": np.arange(i * 10, i * 10 + 10)}) for i in range(12)]
+    window, timestamp = GlobalWindow(), MIN_TIMESTAMP
+    outputs = [o for t in tables for o in dofn.process(t, window=window, timestamp=timestamp)]
+    outputs += list(dofn.finish_bundle())
+    main = [o.value if isinstance(o, WindowedValue) else o for o in outputs if not _tagged(o)]
+    batches = [b for b in main if isinstance(b, ScoringBatch)]
+    assert len(batches) == len(main) == 12
+    assert sum(_tagged(o) for o in outputs) == 12  # every table rejects one row
+    for i, batch in enumerate(batches):
+        ids = np.arange(i * 10, i * 10 + 10)
+        kept = ids[ids % 7 != 3]
+        assert batch.table.column("id").to_numpy().tolist() == kept.tolist()
+        np.testing.assert_array_equal(batch.features["x"], kept.astype(np.float32))
+    assert len(dofn._run.threads) == 2
+    dofn.teardown()
