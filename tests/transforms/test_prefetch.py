@@ -243,6 +243,51 @@ def test_parquet_sink_writes_every_row_once_with_beam_shard_names(tmp_path):
     assert sorted(got.column("id").to_pylist()) == list(range(900))
 
 
+def test_parquet_sink_dictionary_encodes_all_but_float_columns(tmp_path):
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("prediction", pa.float32()),
+            ("label", pa.string()),
+            ("probabilities", pa.list_(pa.float64())),
+            ("top_k", pa.list_(pa.string())),
+        ]
+    )
+    assert io_write.dictionary_columns(schema) == ["id", "label", "top_k.list.element"]
+    n = 5000
+    table = pa.table(
+        {
+            "id": np.arange(n),
+            "prediction": np.random.default_rng(0).random(n, np.float32),
+            "label": pa.array(["yes", "no"] * (n // 2)),
+            "probabilities": pa.array([[0.25, 0.75]] * n),
+            "top_k": pa.array([["yes", "no"]] * n),
+        },
+        schema=schema,
+    )
+    prefix = str(tmp_path / "predictions")
+    with beam.Pipeline("FnApiRunner") as p:
+        _ = (
+            p
+            | beam.Create([table]).with_output_types(pa.Table)
+            | beam.io.Write(io_write.BackgroundParquetSink(prefix, schema, num_shards=1))
+        )
+    (path,) = glob.glob(prefix + "*")
+    assert pq.read_table(path).equals(table)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {
+        group.column(i).path_in_schema: "RLE_DICTIONARY" in group.column(i).encodings
+        for i in range(group.num_columns)
+    }
+    assert encodings == {
+        "id": True,
+        "prediction": False,
+        "label": True,
+        "probabilities.list.element": False,
+        "top_k.list.element": True,
+    }
+
+
 def test_parquet_sink_write_failure_fails_the_pipeline(tmp_path):
     schema = pa.schema([("id", pa.int64())])
     wrong = pa.table({"other": pa.array(["a", "b"])})

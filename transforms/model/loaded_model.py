@@ -12,7 +12,27 @@ from typing import Any
 
 import numpy as np
 
+from keras_batch_score.transforms.core.aligned import is_aligned
 from keras_batch_score.transforms.model.tensors import TensorInfo
+
+_SHARED_KINDS = frozenset("fiu")  # numpy dtype kinds DLPack hands to TensorFlow as they are
+
+
+def as_tensor(tf: Any, array: np.ndarray) -> Any:
+    """A TensorFlow tensor of ``array``: its own memory when aligned, else a copy.
+
+    ``tf.convert_to_tensor`` always copies; an aligned, C-ordered numeric array
+    (as :func:`keras_batch_score.transforms.features.validate.interleave` builds)
+    goes through DLPack instead and the tensor uses the array's buffer, which
+    it keeps alive. TensorFlow aborts the process on a misaligned DLPack
+    buffer, so anything else is copied.
+    """
+    if isinstance(array, np.ndarray) and array.dtype.kind in _SHARED_KINDS and is_aligned(array):
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (BufferError, TypeError):  # read-only, or a dtype DLPack lacks
+            pass
+    return tf.convert_to_tensor(array)
 
 
 class LoadedModel:
@@ -88,9 +108,7 @@ class LoadedModel:
         """
         import tensorflow as tf
 
-        tensors = {
-            name: tf.convert_to_tensor(features[info.name]) for name, info in self._by_name.items()
-        }
+        tensors = {name: as_tensor(tf, features[info.name]) for name, info in self._by_name.items()}
         raw = self._call(tensors)
         out: dict[str, np.ndarray] = {}
         for info in self.outputs:
