@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from keras_batch_score.transforms.core.aligned import is_aligned
 from keras_batch_score.transforms.core.errors import ConfigError
 from keras_batch_score.transforms.model.tensors import TensorInfo
 from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor
@@ -103,6 +104,7 @@ def test_features_match_reference_on_clean_rows():
     np.testing.assert_allclose(result.features["tab"], ref["tab"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(result.features["txt"], ref["txt"])
     assert result.features["txt"].dtype == np.int64
+    assert all(is_aligned(x) for x in result.features.values())  # no copy into the model
 
 
 def test_bad_rows_go_to_errors_with_precise_reasons():

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_batch_score.transforms.core.aligned import ALIGNMENT, aligned_empty, is_aligned
+from keras_batch_score.transforms.core.aligned import (
+    ALIGNMENT,
+    aligned_empty,
+    as_aligned,
+    is_aligned,
+)
 from keras_batch_score.transforms.model.loaded_model import as_tensor
 from tests import util
 
@@ -72,3 +77,13 @@ def test_tensor_keeps_its_buffer_alive_after_the_array_is_gone():
     gc.collect()
     _ = [np.ones((1000, 8), np.float32) for _ in range(50)]  # reuse freed memory, if any
     assert float(tf.reduce_sum(t)) == 3.5 * 8000
+
+
+def test_as_aligned_keeps_an_aligned_array_and_copies_anything_else():
+    a = aligned_empty((64, 8), np.float32)
+    a[...] = np.arange(512).reshape(64, 8)
+    assert as_aligned(a, np.float32) is a
+    for other, dtype in ((a[1:], np.float32), (a, np.float64), (np.arange(10.0)[1:], np.float32)):
+        got = as_aligned(other, dtype)
+        assert got is not other and is_aligned(got) and got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, other.astype(dtype))

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from keras_batch_score.transforms.core.aligned import is_aligned
 from keras_batch_score.transforms.preprocess import ops
 
 RNG = np.random.default_rng(7)
@@ -156,3 +157,17 @@ def test_simple_scales():
     np.testing.assert_allclose(ops.scale_images(x, "-1-1"), x / 127.5 - 1.0, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ops.scale_images(x, "0-255"), x)
     np.testing.assert_array_equal(ops.flip_channels(x)[..., 0], x[..., 2])
+
+
+@pytest.mark.parametrize(
+    ("scale", "formula"),
+    [
+        ("0-1", lambda x: x / np.float32(255.0)),
+        ("-1-1", lambda x: x / np.float32(127.5) - np.float32(1.0)),
+    ],
+)
+def test_scaled_images_are_aligned_and_bit_identical_to_the_float32_formula(scale, formula):
+    x = RNG.uniform(0, 255, size=(5, 8, 8, 3)).astype(np.float32)
+    got = ops.scale_images(x, scale)
+    assert got.dtype == np.float32 and is_aligned(got)  # the model takes it without a copy
+    np.testing.assert_array_equal(got, formula(x))

@@ -26,3 +26,13 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
 def is_aligned(array: np.ndarray) -> bool:
     """Whether ``array`` is C-contiguous and starts on an ``ALIGNMENT`` boundary."""
     return array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0
+
+
+def as_aligned(array: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    """``array`` as ``dtype``: itself when already aligned and of that type, else an aligned copy."""
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype and is_aligned(array):
+        return array
+    out = aligned_empty(array.shape, dtype)
+    out[...] = array
+    return out

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from keras_batch_score.transforms.core.aligned import aligned_empty, as_aligned
 from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.preprocess import ops
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
@@ -100,10 +101,12 @@ class BatchPreprocessor:
             if len(parts) == 1:
                 x = parts[0].reshape((n, *mi.shape))
             else:
-                x = np.concatenate([p.reshape(n, -1) for p in parts], axis=1).reshape(
-                    (n, *mi.shape)
-                )
-            features[mi.name] = x.astype(mi.dtype, copy=False)
+                flat = [p.reshape(n, -1) for p in parts]
+                x = aligned_empty((n, sum(p.shape[1] for p in flat)), np.result_type(*flat))
+                np.concatenate(flat, axis=1, out=x)
+                x = x.reshape((n, *mi.shape))
+            # Aligned, so the model takes it without a copy (here, off the main thread).
+            features[mi.name] = as_aligned(x, mi.dtype)
         if not problems.bad.any():
             return Preprocessed(features, None, None)
         good = ~problems.bad

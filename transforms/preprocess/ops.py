@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.aligned import aligned_empty
 from keras_batch_score.transforms.core.arrow import one_array
 
 # The punctuation TextVectorization's default standardization removes.
@@ -292,10 +293,11 @@ def scale_images(x: np.ndarray, scale: str, mode: str = "caffe") -> np.ndarray:
     with the same mode; ``caffe`` flips RGB to BGR, as Keras does.
     """
     x = np.asarray(x, dtype=np.float32)
-    if scale == "0-1":
-        return x / np.float32(255.0)
+    if scale == "0-1":  # into an aligned array: the model takes it without a copy
+        return np.divide(x, np.float32(255.0), out=aligned_empty(x.shape, np.float32))
     if scale == "-1-1":
-        return x / np.float32(127.5) - np.float32(1.0)
+        out = np.divide(x, np.float32(127.5), out=aligned_empty(x.shape, np.float32))
+        return np.subtract(out, np.float32(1.0), out=out)
     if scale == "0-255":
         return x
     if scale == "imagenet":
