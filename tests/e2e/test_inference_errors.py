@@ -449,3 +449,28 @@ def test_non_finite_calibration_parameters_exit_2(tmp_path, capsys, exp_model, p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--calibration" in err[0] and "finite" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_inference_output_is_typed_so_beam_never_pickles_batches_to_size_them():
+    """Untyped, Beam gave RunInference's output the pickle fallback coder, and its size
+    sampling pickled whole scored batches (~250 MB per 20k W2 images)."""
+    import apache_beam as beam
+    from apache_beam.coders.coders import deserialize_coder
+
+    from keras_batch_score.transforms.core.batch import ScoringBatch
+    from keras_batch_score.transforms.core.coders import PredictionResultCoder
+    from keras_batch_score.transforms.model.handler import KerasModelHandler, run_model
+
+    p = beam.Pipeline()
+    batches = p | beam.Create(
+        [ScoringBatch(table=pa.table({"id": [1]}), features={"x": np.ones((1, 1), np.float32)})]
+    ).with_output_types(ScoringBatch)
+    run_model(batches, KerasModelHandler(None, {"x": 1}, max_batch_rows=64))  # type: ignore[arg-type]
+    proto = p.to_runner_api()
+    (main_output,) = [
+        pc
+        for pc in proto.components.pcollections.values()
+        if "BeamML_RunInference/" in pc.unique_name and pc.unique_name.endswith(".None")
+    ]
+    coder = deserialize_coder(proto.components.coders[main_output.coder_id].spec.payload)
+    assert isinstance(coder, PredictionResultCoder), type(coder).__name__

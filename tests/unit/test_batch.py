@@ -14,6 +14,7 @@ from keras_batch_score.transforms.core.batch import (
 )
 from keras_batch_score.transforms.core.coders import (
     ArrowTableCoder,
+    PredictionResultCoder,
     ScoringBatchCoder,
     batch_nbytes,
 )
@@ -64,4 +65,33 @@ def test_coders_round_trip_and_estimate_sizes_without_encoding():
     np.testing.assert_array_equal(decoded.features["x"], batch.features["x"])
     assert (
         bcoder.estimate_size(batch) == batch_nbytes(batch) == batch.table.nbytes + 8 * 3 * 4 + 8 * 4
+    )
+
+
+def test_prediction_results_estimate_their_size_from_buffers_not_by_pickling(monkeypatch):
+    from apache_beam.ml.inference.base import PredictionResult
+
+    from keras_batch_score.transforms.core import coders
+    from keras_batch_score.transforms.model.handler import FailedRows, InferenceOutcome
+
+    batch = _batch(1000)
+    scored = batch.with_predictions({"p": np.ones(1000, np.float32)}, "m@1")
+    failed = FailedRows(batch=_batch(2), reasons=["x", "y"])
+    result = PredictionResult(batch, InferenceOutcome(scored=scored, failed=failed), "m@1")
+    coder = PredictionResultCoder()
+    back = coder.decode(coder.encode(result))
+    assert back.model_id == "m@1" and back.inference.scored.table.equals(scored.table)
+    small = len(coders.pickle.dumps(["x", "y"], protocol=5)) + len(
+        coders.pickle.dumps("m@1", protocol=5)
+    )
+    real_dumps = coders.pickle.dumps
+
+    def no_big_pickles(value, *args, **kwargs):
+        encoded = real_dumps(value, *args, **kwargs)
+        assert len(encoded) < 1000, f"pickled a {type(value).__name__} to estimate its size"
+        return encoded
+
+    monkeypatch.setattr(coders.pickle, "dumps", no_big_pickles)
+    assert coder.estimate_size(result) == (
+        batch_nbytes(batch) + batch_nbytes(scored) + batch_nbytes(failed.batch) + small
     )

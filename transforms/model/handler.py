@@ -220,6 +220,10 @@ def run_model(
     and from Beam's dead-letter output (anything else that raised).
     """
     main, dlq = batches | label >> RunInference(handler).with_exception_handling()
+    # Beam's RunInference declares no output type, so its output got the pickle
+    # fallback coder, which pickles whole sampled batches just to estimate their
+    # size; typed, it gets PredictionResultCoder (keras_batch_score.transforms.core.coders).
+    main.element_type = PredictionResult
     split = main | f"{label}Split" >> beam.ParDo(SplitOutcomesDoFn()).with_output_types(
         ScoringBatch
     ).with_outputs(FAILED, main="scored")
