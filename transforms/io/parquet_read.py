@@ -112,9 +112,10 @@ class _ReadRowGroup(beam.DoFn):
         if path != self._path:
             self._close_file()
             self._file, self._path = open_parquet(path), path
-        # One thread: this already runs beside the model, and pyarrow's pool on
-        # top only adds hand-offs (W1's 77 row groups: 0.85 against 1.15 CPU-s).
-        table = self._file.read_row_group(index, columns=self._columns, use_threads=False)
+        # pyarrow decodes the columns on its own pool: alone this costs more CPU
+        # (W1: 1.15 against 0.85 CPU-s), but each row group is ready sooner while
+        # TensorFlow holds both cores (W1 5M: 9.75 against 10.21 s over 5 rounds).
+        table = self._file.read_row_group(index, columns=self._columns, use_threads=True)
         if self._schema is not None:
             table = cast_table(table, self._schema)
         return add_locator(table, path, first_row) if self._locator else table
