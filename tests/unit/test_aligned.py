@@ -87,3 +87,20 @@ def test_as_aligned_keeps_an_aligned_array_and_copies_anything_else():
         got = as_aligned(other, dtype)
         assert got is not other and is_aligned(got) and got.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(got, other.astype(dtype))
+
+
+def test_a_shared_input_is_left_as_it_was_by_elementwise_ops():
+    """TensorFlow may reuse an input buffer for an op's output; never one it does not own."""
+    a = aligned_empty((4096, 8), np.float32)
+    a[...] = np.linspace(-1.0, 1.0, a.size, dtype=np.float32).reshape(a.shape)
+    before = a.copy()
+
+    @tf.function
+    def call(x):
+        return tf.nn.relu(x) * 2.0 + 1.0
+
+    assert _shares(as_tensor(tf, a), a)
+    a[...] = before  # _shares wrote one value
+    out = call(as_tensor(tf, a)).numpy()  # no other reference to the tensor: the most TF may reuse
+    np.testing.assert_array_equal(a, before)
+    np.testing.assert_array_equal(out, np.maximum(before, 0) * 2 + 1)
