@@ -104,3 +104,31 @@ def test_a_shared_input_is_left_as_it_was_by_elementwise_ops():
     out = call(as_tensor(tf, a)).numpy()  # no other reference to the tensor: the most TF may reuse
     np.testing.assert_array_equal(a, before)
     np.testing.assert_array_equal(out, np.maximum(before, 0) * 2 + 1)
+
+
+def test_loaded_model_predict_hands_an_aligned_input_to_the_model_in_place():
+    from keras_batch_score.transforms.model.loaded_model import LoadedModel
+    from keras_batch_score.transforms.model.tensors import TensorInfo
+
+    seen = {}
+
+    def call(tensors):
+        seen["x"] = tensors["x"]
+        return {"y": tf.reduce_sum(tensors["x"], axis=1, keepdims=True)}
+
+    model = LoadedModel(
+        inputs=[TensorInfo("x", (4,), "float32")],
+        outputs=[TensorInfo("y", (1,), "float32")],
+        call=call,
+        model_id="m",
+        format="test",
+        weights=lambda: [],
+    )
+    aligned = aligned_empty((256, 4), np.float32)
+    aligned[...] = 1.0
+    np.testing.assert_array_equal(model.predict({"x": aligned})["y"], np.full(256, 4.0))
+    assert _shares(seen["x"], aligned)  # no copy on the way in
+    plain = aligned_empty((257, 4), np.float32)[1:]  # 16 bytes in: copied, and still right
+    plain[...] = 1.0
+    np.testing.assert_array_equal(model.predict({"x": plain})["y"], np.full(256, 4.0))
+    assert not _shares(seen["x"], plain)
