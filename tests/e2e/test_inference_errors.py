@@ -262,8 +262,10 @@ def test_bisection_is_bounded_when_every_row_fails():
     assert len(result.reasons) == n and len(result.outputs.get("out", [])) == 0
 
 
-def test_handler_splits_failed_rows_back_to_their_batches():
+@pytest.mark.parametrize("calls_in_flight", [0, 2])
+def test_handler_splits_failed_rows_back_to_their_batches(calls_in_flight):
     from keras_batch_score.transforms.core.batch import ScoringBatch
+    from keras_batch_score.transforms.core.deferred import Deferred
     from keras_batch_score.transforms.model.handler import KerasModelHandler
     from keras_batch_score.transforms.model.loaded_model import LoadedModel
     from keras_batch_score.transforms.model.tensors import TensorInfo
@@ -282,7 +284,12 @@ def test_handler_splits_failed_rows_back_to_their_batches():
         format="test",
         weights=lambda: [],
     )
-    handler = KerasModelHandler(None, {"x": 1}, max_batch_rows=64)  # type: ignore[arg-type]
+    handler = KerasModelHandler(
+        None,  # type: ignore[arg-type]
+        {"x": 1},
+        max_batch_rows=64,
+        calls_in_flight=calls_in_flight,
+    )
     ids = [np.arange(0, 20), np.arange(20, 30), np.arange(30, 50)]
     batches = [
         ScoringBatch(
@@ -292,7 +299,12 @@ def test_handler_splits_failed_rows_back_to_their_batches():
         )
         for k, i in enumerate(ids)
     ]
-    outcomes = [r.inference for r in handler.run_inference(batches, model)]
+    results = handler.run_inference(batches, model)
+    deferred = [isinstance(r.inference, Deferred) for r in results]
+    assert deferred == [bool(calls_in_flight)] * 3
+    outcomes = [
+        r.inference.result() if d else r.inference for r, d in zip(results, deferred, strict=True)
+    ]
     scored = [o.scored for o in outcomes]
     assert [o.failed.batch.table["id"].to_pylist() if o.failed else [] for o in outcomes] == [
         [13],

@@ -291,6 +291,23 @@ def test_mc_dropout_std_positive_with_dropout_zero_without_and_seeded(tmp_path, 
     np.testing.assert_allclose(out[name], util.keras_reference(plain, x["x"])[:, 0], atol=1e-6)
 
 
+def test_seeded_mc_dropout_gives_the_same_results_when_called_from_several_threads(tmp_path, data):
+    """Model calls run on two threads; each MC call resets the seeds its passes read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table, _ = data
+    x = _x(table)
+    batches = [{"x": x[i * 50 : (i + 1) * 50]} for i in range(12)]
+    loaded = _loaded(_classifier(1, dropout=0.5), tmp_path / "d.keras")
+    mc = MCDropout(loaded, 8, seed=11)
+    alone = [mc.predict(b) for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(mc.predict, batches * 3))
+    for i, out in enumerate(together):
+        for key, values in alone[i % len(batches)].items():
+            np.testing.assert_array_equal(out[key], values, err_msg=f"batch {i}, {key}")
+
+
 def test_mc_dropout_pipeline_is_reproducible(tmp_path, data):
     table, input_path = data
     path = _save(_classifier(1, classes=1, dropout=0.3), tmp_path / "d.keras")

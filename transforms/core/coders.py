@@ -23,6 +23,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import PredictionResult
 
 from keras_batch_score.transforms.core.batch import ScoringBatch
+from keras_batch_score.transforms.core.deferred import Deferred
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
@@ -67,6 +68,8 @@ def estimate_nbytes(value: Any) -> int:
     """
     if value is None:
         return 0
+    if isinstance(value, Deferred):  # not waited for: sized once finished, else counted as 0
+        return estimate_nbytes(value.result()) if value.done() else 0
     if isinstance(value, ScoringBatch):
         return batch_nbytes(value)
     if isinstance(value, (pa.Table, pa.Array, np.ndarray)):

@@ -14,12 +14,24 @@ the rows (:func:`keras_batch_score.transforms.model.row_failures.predict_rows`),
 is NaN or Inf are failed too. Each result carries the scored rows and the
 failed rows (:class:`InferenceOutcome`); :func:`run_model` splits them into two
 PCollections, so every input row comes out exactly once.
+
+Model calls overlap the rest of the fused stage: Beam's ``RunInference``
+calls the handler synchronously, one batch at a time, so the handler starts
+the call on one of ``calls_in_flight`` background threads and returns at
+once, each result's inference a :class:`~keras_batch_score.transforms.core.deferred.Deferred`
+outcome. :class:`SplitOutcomesDoFn` waits for the outcomes in input order,
+``calls_in_flight`` batches behind, while the stage reads and validates the
+next batches (TensorFlow releases the GIL inside the call). The results are
+the same as in a synchronous call; Beam's ``inference_batch_latency_micro_secs``
+then measures handing the call over, not the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import apache_beam as beam
@@ -32,9 +44,11 @@ from keras_batch_score.transforms.core import coders  # noqa: F401  (registers t
 from keras_batch_score.transforms.core.batch import (
     ScoringBatch,
     concat_features,
+    drop_rows,
     split_rows,
     take_rows,
 )
+from keras_batch_score.transforms.core.deferred import Deferred, InOrderDoFn
 from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.model.health_check import health_check
 from keras_batch_score.transforms.model.load import load
@@ -47,6 +61,8 @@ from keras_batch_score.transforms.model.row_failures import (
 from keras_batch_score.transforms.model.spec import ModelSpec
 
 FAILED = "failed"
+
+CALLS_IN_FLIGHT = 2
 
 
 @dataclasses.dataclass
@@ -69,6 +85,22 @@ def _num_rows(batch: ScoringBatch) -> int:
     return batch.num_rows
 
 
+class _CallThreads:
+    """Background threads for model calls, started on first use; pickles without them."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="model-call")
+        return self._pool.submit(fn, *args)
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return _CallThreads, (self.workers,)
+
+
 class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel]):
     """Loads a Keras model (.keras, .h5, SavedModel) and scores ScoringBatches.
 
@@ -77,6 +109,9 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
         feature_widths: Values per row fed to each model input (for the health check).
         max_batch_rows: Max rows per model call.
         min_batch_rows: Min rows per model call (defaults to ``max_batch_rows``).
+        calls_in_flight: Model calls run at once on background threads, while
+            the stage prepares the next batches; 0 calls the model on the
+            calling thread and returns finished outcomes.
     """
 
     def __init__(
@@ -86,14 +121,23 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
         *,
         max_batch_rows: int,
         min_batch_rows: int | None = None,
+        calls_in_flight: int = CALLS_IN_FLIGHT,
     ) -> None:
         super().__init__(
             min_batch_size=min_batch_rows or max_batch_rows,
             max_batch_size=max_batch_rows,
             element_size_fn=_num_rows,
         )
+        if calls_in_flight < 0:
+            raise ValueError(f"calls_in_flight must be >= 0, got {calls_in_flight}")
         self._spec = spec
         self._feature_widths = dict(feature_widths)
+        self._threads = _CallThreads(calls_in_flight) if calls_in_flight else None
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Model calls that run at once on background threads (0: on the calling thread)."""
+        return self._threads.workers if self._threads is not None else 0
 
     def load_model(self) -> LoadedModel:
         model = load(self._spec)
@@ -110,8 +154,36 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
 
         A call that raises is bisected and rows with NaN/Inf outputs are
         failed (:func:`keras_batch_score.transforms.model.row_failures.predict_rows`), so only the
-        failing rows end up in ``InferenceOutcome.failed``.
+        failing rows end up in ``InferenceOutcome.failed``. With calls in
+        flight the call runs on a background thread and each outcome is
+        :class:`~keras_batch_score.transforms.core.deferred.Deferred`.
         """
+        if self._threads is None:
+            return self._score(batch, model)
+        future = self._threads.submit(self._outcomes, batch, model)
+        return [
+            PredictionResult(b, Deferred(future, i), model.model_id) for i, b in enumerate(batch)
+        ]
+
+    def _outcomes(
+        self, batch: Sequence[ScoringBatch], model: LoadedModel
+    ) -> list[InferenceOutcome]:
+        """:meth:`_score`'s outcomes; every row fails if it raises (Beam's dead-letter output does that
+        for a synchronous call)."""
+        try:
+            return [result.inference for result in self._score(batch, model)]
+        except Exception as e:
+            reason = inference_failed(e)
+            empty = _empty_outputs(model)
+            return [
+                InferenceOutcome(
+                    drop_rows(b, np.arange(b.num_rows)).with_predictions(empty, model.model_id),
+                    FailedRows(dataclasses.replace(b, rows_rejected=0), [reason] * b.num_rows),
+                )
+                for b in batch
+            ]
+
+    def _score(self, batch: Sequence[ScoringBatch], model: LoadedModel) -> list[PredictionResult]:
         sizes = [b.num_rows for b in batch]
         n = sum(sizes)
         if n == 0:
@@ -142,10 +214,7 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
                 results.append(self._result(b, b.with_predictions(piece, model.model_id), model))
                 continue
             local = result.failed[cuts[i] : cuts[i + 1]] - bounds[i]
-            keep = np.ones(b.num_rows, dtype=bool)
-            keep[local] = False
-            scored = take_rows(b, np.flatnonzero(keep))
-            scored.rows_rejected = b.rows_rejected
+            scored = drop_rows(b, local)
             failed = FailedRows(take_rows(b, local), result.reasons[cuts[i] : cuts[i + 1]])
             results.append(
                 self._result(b, scored.with_predictions(piece, model.model_id), model, failed)
@@ -181,14 +250,37 @@ def _empty_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
     return out
 
 
-class SplitOutcomesDoFn(beam.DoFn):
-    """``PredictionResult`` of an :class:`InferenceOutcome` -> scored batch, plus failed rows on ``failed``."""
+class SplitOutcomesDoFn(InOrderDoFn):
+    """``PredictionResult`` of an :class:`InferenceOutcome` -> scored batch, plus failed rows on ``failed``.
 
-    def process(self, result: PredictionResult):
-        outcome: InferenceOutcome = result.inference
-        yield outcome.scored
-        if outcome.failed is not None:
-            yield pvalue.TaggedOutput(FAILED, outcome.failed)
+    Deferred outcomes (calls still running on the handler's threads) are
+    awaited in input order, ``depth`` results behind, and the last ones in
+    ``finish_bundle``; finished outcomes are emitted at once when none wait.
+
+    Args:
+        depth: How many deferred results may wait (the handler's calls in flight).
+    """
+
+    def __init__(self, depth: int = CALLS_IN_FLIGHT) -> None:
+        super().__init__(depth)
+
+    def process(
+        self,
+        result: PredictionResult,
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterable[Any]:
+        if isinstance(result.inference, Deferred) or self.waiting:
+            yield from self.emit_in_order(partial(_split, result.inference), window, timestamp)
+        else:
+            yield from _split(result.inference)
+
+
+def _split(inference: InferenceOutcome | Deferred) -> Iterable[Any]:
+    outcome: InferenceOutcome = inference.result() if isinstance(inference, Deferred) else inference
+    yield outcome.scored
+    if outcome.failed is not None:
+        yield pvalue.TaggedOutput(FAILED, outcome.failed)
 
 
 def dead_letter_rows(failed: tuple[Sequence[ScoringBatch], Any]) -> Iterable[FailedRows]:
@@ -224,9 +316,9 @@ def run_model(
     # fallback coder, which pickles whole sampled batches just to estimate their
     # size; typed, it gets PredictionResultCoder (keras_batch_score.transforms.core.coders).
     main.element_type = PredictionResult
-    split = main | f"{label}Split" >> beam.ParDo(SplitOutcomesDoFn()).with_output_types(
-        ScoringBatch
-    ).with_outputs(FAILED, main="scored")
+    split = main | f"{label}Split" >> beam.ParDo(
+        SplitOutcomesDoFn(handler.calls_in_flight)
+    ).with_output_types(ScoringBatch).with_outputs(FAILED, main="scored")
     dead = dlq.failed_inferences | f"{label}DeadLetters" >> beam.FlatMap(dead_letter_rows)
     failed = (split[FAILED], dead) | f"{label}FailedRows" >> beam.Flatten()
     return split.scored, failed

@@ -5,6 +5,7 @@ No Beam; Keras and TensorFlow are imported lazily.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -66,6 +67,8 @@ class MCDropout:
         else:
             fn = lambda d: inner([d[n] for n in order], training=True)  # noqa: E731
         self._graph = tf.function(fn, input_signature=[sig], autograph=False)
+        # One call at a time: a call sets the seed variables that its passes read.
+        self._lock = threading.Lock()
 
     def _reset_seeds(self, features: Mapping[str, np.ndarray], n: int) -> None:
         if self._seed is None:
@@ -78,6 +81,10 @@ class MCDropout:
 
     def predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per output: the mean over T passes and its std (``<output>__std``)."""
+        with self._lock:
+            return self._predict(features)
+
+    def _predict(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(next(iter(features.values())))
         self._reset_seeds(features, n)
         per_call = max(1, min(self._samples, _MC_MAX_ROWS_PER_CALL // max(n, 1)))

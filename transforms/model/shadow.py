@@ -24,9 +24,11 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
+from apache_beam.ml.inference.base import PredictionResult
 
 from keras_batch_score.transforms.core.batch import ScoringBatch
 from keras_batch_score.transforms.model.handler import FailedRows, run_model
+from keras_batch_score.transforms.model.loaded_model import LoadedModel
 from keras_batch_score.transforms.model.members import MemberModelHandler
 from keras_batch_score.transforms.model.output_keys import SHADOW, member_key
 
@@ -40,9 +42,9 @@ _SIZE = 11
 class ShadowModelHandler(MemberModelHandler):
     """A member handler that keeps each batch's ``model_id`` (the released model's)."""
 
-    def run_inference(self, batch, model, inference_args=None):
+    def _score(self, batch: Sequence[ScoringBatch], model: LoadedModel) -> list[PredictionResult]:
         ids = [b.model_id for b in batch]
-        results = list(super().run_inference(batch, model, inference_args))
+        results = super()._score(batch, model)
         for result, model_id in zip(results, ids, strict=True):
             result.inference.scored.model_id = model_id
             if result.inference.failed is not None:

@@ -6,23 +6,22 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam import pvalue
-from apache_beam.utils.windowed_value import WindowedValue
 
 from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from keras_batch_score.transforms.core.batch import ScoringBatch
+from keras_batch_score.transforms.core.deferred import Deferred, InOrderDoFn
 from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor, Preprocessed
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
 
 
-class PreprocessDoFn(beam.DoFn):
+class PreprocessDoFn(InOrderDoFn):
     """Arrow table -> :class:`ScoringBatch` of the good rows, plus an errors table on ``errors``.
 
     With image features, batches are preprocessed on ``IMAGE_WORKERS``
@@ -39,6 +38,7 @@ class PreprocessDoFn(beam.DoFn):
     ERRORS = "errors"
 
     def __init__(self, plan: PreprocessPlan, keep_columns: Sequence[str]) -> None:
+        super().__init__(depth=self.IMAGE_WORKERS)
         self._plan = plan
         self._keep = list(keep_columns)
 
@@ -47,10 +47,6 @@ class PreprocessDoFn(beam.DoFn):
         self._rejected = beam.metrics.Metrics.counter("keras_batch_score", "rows_rejected")
         overlap = any(f.type == "image" for f in self._plan.spec.features)
         self._pool = ThreadPoolExecutor(self.IMAGE_WORKERS, "preprocess") if overlap else None
-        self._pending: deque[tuple[pa.Table, Future, Any, Any]] = deque()
-
-    def start_bundle(self) -> None:
-        self._pending = deque()
 
     def process(
         self,
@@ -61,25 +57,14 @@ class PreprocessDoFn(beam.DoFn):
         if self._pool is None:
             yield from self._outputs(table, self._run(table))
             return
-        self._pending.append((table, self._pool.submit(self._run, table), window, timestamp))
-        if len(self._pending) > self.IMAGE_WORKERS:
-            yield from self._emit_oldest()
-
-    def finish_bundle(self) -> Iterable[Any]:
-        while self._pending:
-            yield from self._emit_oldest()
+        pending = Deferred(self._pool.submit(self._run, table))
+        yield from self.emit_in_order(
+            lambda: self._outputs(table, pending.result()), window, timestamp
+        )
 
     def teardown(self) -> None:
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown(wait=False)
-
-    def _emit_oldest(self) -> Iterable[Any]:
-        table, future, window, timestamp = self._pending.popleft()
-        for out in self._outputs(table, future.result()):
-            if isinstance(out, pvalue.TaggedOutput):
-                yield pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
-            else:
-                yield WindowedValue(out, timestamp, [window])
 
     def _outputs(self, table: pa.Table, result: Preprocessed) -> Iterable[Any]:
         kept = table.select(self._keep)
