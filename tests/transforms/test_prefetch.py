@@ -243,21 +243,23 @@ def test_parquet_sink_writes_every_row_once_with_beam_shard_names(tmp_path):
     assert sorted(got.column("id").to_pylist()) == list(range(900))
 
 
-def test_parquet_sink_dictionary_encodes_all_but_float_columns(tmp_path):
+def test_parquet_sink_dictionary_encodes_all_but_float_and_distinct_integer_columns(tmp_path):
     schema = pa.schema(
         [
             ("id", pa.int64()),
+            ("bucket", pa.int32()),
             ("prediction", pa.float32()),
             ("label", pa.string()),
             ("probabilities", pa.list_(pa.float64())),
             ("top_k", pa.list_(pa.string())),
         ]
     )
-    assert io_write.dictionary_columns(schema) == ["id", "label", "top_k.list.element"]
+    assert io_write.dictionary_columns(schema) == ["id", "bucket", "label", "top_k.list.element"]
     n = 5000
     table = pa.table(
         {
             "id": np.arange(n),
+            "bucket": (np.arange(n) % 10).astype(np.int32),
             "prediction": np.random.default_rng(0).random(n, np.float32),
             "label": pa.array(["yes", "no"] * (n // 2)),
             "probabilities": pa.array([[0.25, 0.75]] * n),
@@ -280,12 +282,46 @@ def test_parquet_sink_dictionary_encodes_all_but_float_columns(tmp_path):
         for i in range(group.num_columns)
     }
     assert encodings == {
-        "id": True,
+        "id": False,  # every value distinct in the first table
+        "bucket": True,
         "prediction": False,
         "label": True,
         "probabilities.list.element": False,
         "top_k.list.element": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("values", "encoded"),
+    [
+        (np.arange(2000), False),  # distinct
+        (np.arange(2000) % 1000, True),  # each value twice: not mostly distinct
+        (np.arange(1000), True),  # too few rows to judge: Parquet's default
+    ],
+)
+def test_integer_columns_are_dictionary_encoded_unless_the_sample_is_mostly_distinct(
+    values, encoded
+):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    sample = pa.table({"id": values, "name": ["a"] * len(values)}, schema=schema)
+    assert ("id" in io_write.dictionary_columns(schema, sample)) is encoded
+    assert "name" in io_write.dictionary_columns(schema, sample)
+
+
+def test_parquet_sink_writes_a_valid_empty_shard(tmp_path):
+    schema = pa.schema([("id", pa.int64()), ("prediction", pa.float32())])
+    prefix = str(tmp_path / "predictions")
+    with beam.Pipeline("FnApiRunner") as p:
+        _ = (
+            p
+            | beam.Create([schema.empty_table()]).with_output_types(pa.Table)
+            | beam.io.Write(io_write.BackgroundParquetSink(prefix, schema, num_shards=2))
+        )
+    paths = sorted(glob.glob(prefix + "*"))
+    assert len(paths) == 2
+    assert all(
+        pq.read_table(p).schema.equals(schema) and pq.read_table(p).num_rows == 0 for p in paths
+    )
 
 
 def test_parquet_sink_write_failure_fails_the_pipeline(tmp_path):
