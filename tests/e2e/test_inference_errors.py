@@ -262,64 +262,6 @@ def test_bisection_is_bounded_when_every_row_fails():
     assert len(result.reasons) == n and len(result.outputs.get("out", [])) == 0
 
 
-@pytest.mark.parametrize("calls_in_flight", [0, 2])
-def test_handler_splits_failed_rows_back_to_their_batches(calls_in_flight):
-    from keras_batch_score.transforms.core.batch import ScoringBatch
-    from keras_batch_score.transforms.core.deferred import Deferred
-    from keras_batch_score.transforms.model.handler import KerasModelHandler
-    from keras_batch_score.transforms.model.loaded_model import LoadedModel
-    from keras_batch_score.transforms.model.tensors import TensorInfo
-
-    def call(tensors):
-        x = np.asarray(tensors["x"])
-        if (x[:, 0] == 13).any():
-            raise ValueError("row 13 is cursed\nsecond line")
-        return {"out": np.where(x[:, 0] == 40, np.nan, x[:, 0] * 10)[:, None]}
-
-    model = LoadedModel(
-        inputs=[TensorInfo("x", (1,), "float32")],
-        outputs=[TensorInfo("out", (1,), "float32")],
-        call=call,
-        model_id="fake",
-        format="test",
-        weights=lambda: [],
-    )
-    handler = KerasModelHandler(
-        None,  # type: ignore[arg-type]
-        {"x": 1},
-        max_batch_rows=64,
-        calls_in_flight=calls_in_flight,
-    )
-    ids = [np.arange(0, 20), np.arange(20, 30), np.arange(30, 50)]
-    batches = [
-        ScoringBatch(
-            table=pa.table({"id": i}),
-            features={"x": i[:, None].astype(np.float32)},
-            rows_rejected=k,
-        )
-        for k, i in enumerate(ids)
-    ]
-    results = handler.run_inference(batches, model)
-    deferred = [isinstance(r.inference, Deferred) for r in results]
-    assert deferred == [bool(calls_in_flight)] * 3
-    outcomes = [
-        r.inference.result() if d else r.inference for r, d in zip(results, deferred, strict=True)
-    ]
-    scored = [o.scored for o in outcomes]
-    assert [o.failed.batch.table["id"].to_pylist() if o.failed else [] for o in outcomes] == [
-        [13],
-        [],
-        [40],
-    ]
-    assert outcomes[0].failed.reasons == ["inference failed: ValueError: row 13 is cursed"]
-    assert outcomes[2].failed.reasons == ["model output is NaN"]
-    for s, i, k in zip(scored, ids, range(3), strict=True):
-        expected = i[(i != 13) & (i != 40)]
-        np.testing.assert_array_equal(s.table["id"].to_numpy(), expected)
-        np.testing.assert_allclose(s.predictions["out"], expected * 10.0)
-        assert s.rows_rejected == k and s.model_id == "fake"
-
-
 # --------------------------------------------------------------------------- 2. NaN / Inf outputs
 
 

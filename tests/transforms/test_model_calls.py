@@ -113,6 +113,37 @@ def test_a_call_that_raises_outside_the_model_fails_its_rows_with_a_one_line_rea
     assert [o.failed.batch.rows_rejected for o in outcomes] == [0, 0]
 
 
+@pytest.mark.parametrize("calls_in_flight", [0, 2])
+def test_handler_splits_failed_rows_back_to_their_batches(calls_in_flight):
+    def call(tensors):
+        x = np.asarray(tensors["x"])
+        if (x[:, 0] == 13).any():
+            raise ValueError("row 13 is cursed\nsecond line")
+        return {"out": np.where(x[:, 0] == 40, np.nan, x[:, 0] * 10)[:, None]}
+
+    ids = [np.arange(0, 20), np.arange(20, 30), np.arange(30, 50)]
+    batches = [_batch(i, rejected=k) for k, i in enumerate(ids)]
+    results = _handler(calls_in_flight).run_inference(batches, _model(call))
+    deferred = [isinstance(r.inference, Deferred) for r in results]
+    assert deferred == [bool(calls_in_flight)] * 3
+    outcomes = [
+        r.inference.result() if d else r.inference for r, d in zip(results, deferred, strict=True)
+    ]
+    scored = [o.scored for o in outcomes]
+    assert [o.failed.batch.table["id"].to_pylist() if o.failed else [] for o in outcomes] == [
+        [13],
+        [],
+        [40],
+    ]
+    assert outcomes[0].failed.reasons == ["inference failed: ValueError: row 13 is cursed"]
+    assert outcomes[2].failed.reasons == ["model output is NaN"]
+    for s, i, k in zip(scored, ids, range(3), strict=True):
+        expected = i[(i != 13) & (i != 40)]
+        np.testing.assert_array_equal(s.table["id"].to_numpy(), expected)
+        np.testing.assert_allclose(s.predictions["out"], expected * 10.0)
+        assert s.rows_rejected == k and s.model_id == "fake"
+
+
 def test_calls_in_flight_must_not_be_negative():
     with pytest.raises(ValueError, match="calls_in_flight"):
         _handler(-1)

@@ -168,8 +168,10 @@ class KerasModelHandler(ModelHandler[ScoringBatch, PredictionResult, LoadedModel
     def _outcomes(
         self, batch: Sequence[ScoringBatch], model: LoadedModel
     ) -> list[InferenceOutcome]:
-        """:meth:`_score`'s outcomes; every row fails if it raises (Beam's dead-letter output does that
-        for a synchronous call)."""
+        """The outcomes of :meth:`_score`, run on a call thread; if it raises, every row fails.
+
+        Beam's dead-letter output does the same for a synchronous call, with the same reason.
+        """
         try:
             return [result.inference for result in self._score(batch, model)]
         except Exception as e:

@@ -16,7 +16,7 @@ from apache_beam import pvalue
 
 from keras_batch_score.transforms.core import coders  # noqa: F401  (registers the Arrow / ScoringBatch coders)
 from keras_batch_score.transforms.core.batch import ScoringBatch
-from keras_batch_score.transforms.core.deferred import Deferred, InOrderDoFn
+from keras_batch_score.transforms.core.deferred import InOrderDoFn
 from keras_batch_score.transforms.preprocess.apply import BatchPreprocessor, Preprocessed
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
 
@@ -57,9 +57,9 @@ class PreprocessDoFn(InOrderDoFn):
         if self._pool is None:
             yield from self._outputs(table, self._run(table))
             return
-        pending = Deferred(self._pool.submit(self._run, table))
+        future = self._pool.submit(self._run, table)
         yield from self.emit_in_order(
-            lambda: self._outputs(table, pending.result()), window, timestamp
+            lambda: self._outputs(table, future.result()), window, timestamp
         )
 
     def teardown(self) -> None:
