@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from keras_batch_score.pipelines import console
+from keras_batch_score.pipelines import console, startup_gc
 
 LOCAL_RUNNER = "FnApiRunner"
 VERBOSITIES = ("quiet", "normal", "verbose")
@@ -153,6 +153,7 @@ class Command(abc.ABC, Generic[ConfigT, PlanT]):
         for line in self.describe(plan):
             console.echo(line)
         job = Job(options, parsed.verbosity, parsed.wait, started)
+        startup_gc.resume()  # the model and modules are loaded; the job's own objects come next
         return self.report(plan, job, self.execute(plan, job))
 
     def main(self, argv: Sequence[str] | None = None) -> int:
