@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keras_batch_score.transforms.drift.report_files import DriftDetectedError
 
     module = __import__(COMMANDS[command][0], fromlist=["run"])
+    startup_gc.checkpoint()  # Beam and the command's modules are loaded
     try:
         module.run(rest)
     except ConfigError as e:

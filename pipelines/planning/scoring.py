@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from keras_batch_score.pipelines import bundle_options
+from keras_batch_score.pipelines import bundle_options, startup_gc
 from keras_batch_score.pipelines.planning.inputs import InputPlan, plan_input
 from keras_batch_score.pipelines.planning.models import ModelsPlan, plan_models
 from keras_batch_score.pipelines.planning.postprocess import is_plain, plan_postprocess
 from keras_batch_score.transforms.core.errors import ConfigError, format_names
+from keras_batch_score.transforms.core.tf_quiet import import_tensorflow
 from keras_batch_score.transforms.drift.plan import (
     DriftPlan,
     plan_drift_from_config,
@@ -163,6 +164,8 @@ def plan_scoring(config: ScoreConfig, *, check_output: bool = True) -> ScoringPl
     if locator:
         check_locator_names(schema)
     bundle_options.check_input(models.bundle, schema)
+    import_tensorflow()
+    startup_gc.checkpoint()  # TensorFlow's and Keras's modules are loaded
     model = load(models.spec)
     if source.unified is not None:
         source.unified.require_for_model(

@@ -1,16 +1,13 @@
-"""The garbage collector during start-up: paused by the console script, frozen and resumed before the job."""
+"""The garbage collector during start-up: paused by the console script, frozen and resumed before the job.
+
+The whole-process checks are in tests/e2e/test_startup_gc.py.
+"""
 
 from __future__ import annotations
 
 import gc
-import json
-import subprocess
-import sys
-import textwrap
+import weakref
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from keras_batch_score.pipelines import cli, startup_gc
@@ -28,24 +25,41 @@ def collector():
         gc.enable()
 
 
-def test_pause_then_resume_freezes_what_exists_and_collects_again(collector):
+class _Node:
+    """A weak-referenceable object in a reference cycle: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_checkpoint_freezes_and_resume_collects_only_what_came_after(collector):
     startup_gc.pause()
     assert not gc.isenabled()
-    survivor = [object() for _ in range(1000)]
-    before = gc.get_freeze_count()
+    survivors = [object() for _ in range(1000)]
+    before_checkpoint = weakref.ref(_Node())  # garbage from "the imports"
+    startup_gc.checkpoint()
+    frozen = gc.get_freeze_count()
+    assert frozen >= len(survivors)
+    after_checkpoint = weakref.ref(_Node())  # garbage from "planning"
     startup_gc.resume()
     assert gc.isenabled()
+    assert after_checkpoint() is None
+    assert before_checkpoint() is not None  # frozen with the modules, never collected
+    assert gc.get_freeze_count() >= frozen
     frozen = gc.get_freeze_count()
-    assert frozen >= before + len(survivor)
-    startup_gc.resume()  # a second resume freezes nothing more
+    startup_gc.resume()  # a second resume (or a checkpoint after it) does nothing
+    startup_gc.checkpoint()
     assert gc.get_freeze_count() == frozen
 
 
 def test_resume_without_pause_leaves_the_collector_as_the_program_set_it(collector):
     gc.disable()  # a program that runs a command with its own collector settings
+    garbage = weakref.ref(_Node())
+    startup_gc.checkpoint()
     startup_gc.resume()
     assert not gc.isenabled()
     assert gc.get_freeze_count() == 0
+    assert garbage() is not None
 
 
 class _Probe(Command[str, str]):
@@ -81,40 +95,3 @@ def test_the_console_script_pauses_the_collector_before_the_command(collector, m
     monkeypatch.setattr(cli.os, "_exit", lambda code: seen.append(code))
     cli.entry()
     assert seen == [False, 0]
-
-
-def test_a_real_job_makes_no_full_collection_before_its_pipeline_runs(tmp_path):
-    """In a fresh ``batch-score profile`` process, importing Beam alone makes full
-    collections unless the collector is paused; the job itself runs with it on."""
-    pq.write_table(pa.table({"x": np.arange(2000, dtype=np.float64)}), tmp_path / "d.parquet")
-    script = textwrap.dedent(
-        f"""
-        import gc, json, os, sys
-        full = []
-        gc.callbacks.append(lambda phase, info: phase == "stop" and full.append(info["generation"]))
-        from keras_batch_score.pipelines import startup_gc
-        seen = {{}}
-        resume = startup_gc.resume
-        def probing_resume():
-            seen["full_before"] = full.count(2)
-            resume()
-            seen["enabled_after"] = gc.isenabled()
-        startup_gc.resume = probing_resume
-        exit_ = os._exit
-        def report(code):
-            print("PROBE " + json.dumps(seen), flush=True)
-            exit_(code)
-        os._exit = report
-        sys.argv = ["batch-score", "profile", "--input", {str(tmp_path / "d.parquet")!r},
-                    "--output", {str(tmp_path / "p.json")!r}, "--quiet"]
-        from keras_batch_score.pipelines.cli import entry
-        entry()
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "p.json").exists()
-    line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))
-    assert json.loads(line.removeprefix("PROBE ")) == {"full_before": 0, "enabled_after": True}
