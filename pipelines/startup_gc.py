@@ -2,7 +2,7 @@
 
 Start-up imports Beam, TensorFlow and Keras: ~650k objects that live as long
 as the process. While they are created, the collector's full passes walk all
-of them again and again (six passes of 20-160 ms in a W1 run, plus the
+of them again and again (six passes of 13-160 ms in a W1 run, plus the
 young-generation ones). So the console script pauses the collector at launch
 (:func:`pause`). Once the modules are imported, :func:`checkpoint` moves every
 object alive into the permanent generation (:func:`gc.freeze`), where no
