@@ -17,6 +17,7 @@ from keras_batch_score.transforms.core.coders import (
     PredictionResultCoder,
     ScoringBatchCoder,
     batch_nbytes,
+    table_nbytes,
 )
 
 
@@ -66,6 +67,27 @@ def test_coders_round_trip_and_estimate_sizes_without_encoding():
     assert (
         bcoder.estimate_size(batch) == batch_nbytes(batch) == batch.table.nbytes + 8 * 3 * 4 + 8 * 4
     )
+
+
+def test_table_size_estimate_counts_the_rows_of_a_slice_not_its_buffers():
+    n = 64
+    table = pa.table(
+        {
+            "f": np.arange(n, dtype=np.float32),
+            "i": np.arange(n, dtype=np.int64),
+            "s": [str(i) for i in range(n)],
+            "v": pa.array([[1.0, 2.0]] * n, pa.list_(pa.float64(), 2)),
+            "d": pa.array(["a", "b"] * (n // 2)).dictionary_encode(),
+        }
+    )
+    part = table.slice(16, 16)
+    others = sum(part.column(c).nbytes for c in ("s", "v", "d"))
+    assert table_nbytes(part) == 16 * 4 + 16 * 8 + others
+    assert table_nbytes(part) == part.nbytes  # no validity bitmaps here
+    assert table_nbytes(table) == table.nbytes
+    assert part.get_total_buffer_size() > table_nbytes(part)  # whole buffers would overcount
+    with_nulls = pa.table({"f": pa.array([1.0, None, 3.0], pa.float32())})
+    assert table_nbytes(with_nulls) == 3 * 4  # bitmaps left out
 
 
 def test_prediction_results_estimate_their_size_from_buffers_not_by_pickling(monkeypatch):
