@@ -140,7 +140,7 @@ def _predictions(path: Path) -> Any:
 
 
 def run_w2(
-    workdir: Path, n_images: int = 20000, rounds: int = 2, batch: int = BATCH
+    workdir: Path, n_images: int = 20000, rounds: int = 3, batch: int = BATCH
 ) -> dict[str, Any]:
     """Runs W2 and returns rows/s of both sides, their ratio and the prediction agreement."""
     import numpy as np
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".bench")
     parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     print(json.dumps(run_w2(Path(args.workdir), args.images, args.rounds), indent=2))
     return 0
