@@ -88,6 +88,7 @@ def test_table_size_estimate_counts_the_rows_of_a_slice_not_its_buffers():
     assert part.get_total_buffer_size() > table_nbytes(part)  # whole buffers would overcount
     with_nulls = pa.table({"f": pa.array([1.0, None, 3.0], pa.float32())})
     assert table_nbytes(with_nulls) == 3 * 4  # bitmaps left out
+    assert table_nbytes(pa.table({"b": [True] * 20})) == 3  # 20 bits
 
 
 def test_prediction_results_estimate_their_size_from_buffers_not_by_pickling(monkeypatch):

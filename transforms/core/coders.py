@@ -42,7 +42,7 @@ def table_nbytes(table: pa.Table) -> int:
             total += table.column(i).nbytes
             continue
         try:
-            total += rows * type_.bit_width // 8
+            total += (rows * type_.bit_width + 7) // 8  # booleans are bits
         except ValueError:  # not fixed-width
             total += table.column(i).nbytes
     return total
