@@ -5,7 +5,8 @@ stages, and to *estimate element sizes*: every runner samples about
 ``10 + 7 * log2(n / 10)`` elements of each PCollection and encodes them to
 measure their size. For multi-megabyte Arrow tables that sampling alone
 pickled ~780 MB per million rows in our profile. These coders estimate sizes
-from buffer sizes (``nbytes``, no copy) and encode tables as Arrow IPC.
+without copying (:func:`table_nbytes`: rows times type widths; ``nbytes`` for
+arrays) and encode tables as Arrow IPC.
 
 They are registered for their types on import; PCollections carry the types
 through ``with_output_types``.
