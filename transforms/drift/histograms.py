@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -111,18 +112,23 @@ def _thresholds(edges: tuple[float, ...], dtype: str) -> tuple[np.ndarray, np.nd
 
     For float64 values they are the edges; for float32 values they are the
     float32 neighbours of each (float64) edge, so comparing in float32 gives
-    the same answer as comparing the exact values in float64. Cached: the
-    reference edges are fixed for a whole job.
+    the same answer as comparing the exact values in float64. ``lt`` is a
+    column (one comparison call tests every edge). Cached: the reference
+    edges are fixed for a whole job.
     """
     e = np.asarray(edges, dtype=np.float64)
-    if dtype != "float32":
-        return e, e
+    if dtype != "f":
+        return e[:, None], e
     with np.errstate(over="ignore"):
         near = e.astype(np.float32)
     wide = near.astype(np.float64)
     lt = np.where(wide < e, np.nextafter(near, np.float32(np.inf)), near)
     le = np.where(wide > e, np.nextafter(near, np.float32(-np.inf)), near)
-    return lt, le
+    return lt[:, None], le
+
+
+# Most (edges x rows) booleans compared in one call; larger batches go edge by edge.
+_ONE_CALL_CELLS = 1 << 22
 
 
 def _slot_counts(values: np.ndarray, edges: tuple[float, ...], valid: int) -> np.ndarray:
@@ -133,12 +139,15 @@ def _slot_counts(values: np.ndarray, edges: tuple[float, ...], valid: int) -> np
         guard = np.append(e[:-1], [np.nextafter(e[-1], np.inf), np.nan])
         idx = np.searchsorted(guard, values, side="right")
         return np.bincount(idx, minlength=k + 3)[: k + 2].astype(np.int64)
-    # Few bins: one vectorized comparison pass per edge beats a binary search per value.
-    lt, le = _thresholds(edges, values.dtype.name)
+    # Few bins: vectorized comparisons beat a binary search per value.
     # Cumulative counts below e_0 ... e_{k-1}, then up to and including e_k.
-    cum = [np.count_nonzero(values < t) for t in lt[:-1]]
-    cum.append(np.count_nonzero(values <= le[-1]))
-    return np.diff(np.asarray([0, *cum, valid], dtype=np.int64))
+    lt, le = _thresholds(edges, values.dtype.char)
+    if k * values.size <= _ONE_CALL_CELLS:
+        below = [np.count_nonzero(row) for row in np.less(values, lt[:-1])]
+    else:
+        below = [np.count_nonzero(values < t) for t in lt[:-1, 0]]
+    cum = np.array([0, *below, np.count_nonzero(values <= le[-1]), valid], np.int64)
+    return cum[1:] - cum[:-1]
 
 
 def numeric_slots(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -161,7 +170,7 @@ def numeric_moments(values: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
     hi = values.max(initial=-np.inf)
     nans = 0
     finite = values
-    if not (np.isfinite(lo) and np.isfinite(hi)) and values.size:
+    if not (math.isfinite(lo) and math.isfinite(hi)) and values.size:
         nans = int(np.count_nonzero(np.isnan(values)))
         finite = values[np.isfinite(values)]
         lo = finite.min(initial=np.inf)
@@ -169,7 +178,7 @@ def numeric_moments(values: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
     d = finite.astype(np.float64)  # always a copy: squared in place below
     d -= shift
     s1 = d.sum()
-    np.square(d, out=d)
+    np.square(d, out=d)  # not np.dot: BLAS would wake its own threads
     return np.array([nans, finite.size, s1, d.sum(), lo, hi], dtype=np.float64), nans
 
 
