@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint format bench bench-quick lock clean airflow-venv flex-metadata docs-flags
+.PHONY: install demo test test-fast lint format bench bench-quick bench-gpu lock clean airflow-venv flex-metadata docs-flags
 
 install: $(STAMP)
 
@@ -62,6 +62,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --workdir .bench --quick
+
+# W1 and W2 against the GPU compute limit; stops with an error where TensorFlow sees no GPU.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu --workdir .bench
 
 # Re-resolve the transitive pin set after editing pyproject.toml.
 lock:

@@ -11,7 +11,7 @@
   which the bench installs into a side directory, never into the runtime venv.
 
 Usage: ``python -m benchmarks.baselines {script,tuned,beam-stock} --model M --input I --output O``
-or ``python -m benchmarks.baselines limit --model M [--rows N]``.
+or ``python -m benchmarks.baselines limit --model M [--rows N] [--batches 8192,16384,...]``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import sys
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+LIMIT_BATCHES = (8192, 16384, 65536)
 
 
 def hand_written_script(
@@ -75,8 +77,15 @@ def tuned_script(model_path: str, input_path: str, output_path: str, id_column: 
     return rows
 
 
-def compute_limit(model_path: str, rows: int = 1_000_000, n_features: int = 32) -> dict:
-    """The compiled model function on in-memory numpy, per batch size; eager for reference."""
+def compute_limit(
+    model_path: str, rows: int = 1_000_000, batches: Sequence[int] = LIMIT_BATCHES
+) -> dict:
+    """The compiled model function on in-memory numpy, per batch size; eager for reference.
+
+    The input is random float32 of the model's (single) input shape, so the
+    same limit serves W1's MLP and W2's CNN. On a GPU each call copies its
+    batch to the device and the result back, as a pipeline's calls must.
+    """
     import time
 
     import keras
@@ -84,10 +93,11 @@ def compute_limit(model_path: str, rows: int = 1_000_000, n_features: int = 32) 
     import tensorflow as tf
 
     model = keras.saving.load_model(model_path, compile=False)
-    x = np.random.default_rng(1).normal(size=(rows, n_features)).astype(np.float32)
+    shape = tuple(model.inputs[0].shape[1:])
+    x = np.random.default_rng(1).normal(size=(rows, *shape)).astype(np.float32)
     compiled = tf.function(
         lambda t: model(t, training=False),
-        input_signature=[tf.TensorSpec((None, n_features), tf.float32)],
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
     )
 
     def rate(fn, batch: int) -> float:
@@ -100,7 +110,7 @@ def compute_limit(model_path: str, rows: int = 1_000_000, n_features: int = 32) 
             best = max(best, rows / (time.perf_counter() - start))
         return best
 
-    by_batch = {b: rate(compiled, b) for b in (8192, 16384, 65536)}
+    by_batch = {b: rate(compiled, b) for b in batches}
     best_batch = max(by_batch, key=by_batch.get)
     return {
         "rows": rows,
@@ -143,11 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input")
     parser.add_argument("--output")
     parser.add_argument("--rows", type=int, default=1_000_000, help="limit: in-memory rows")
+    parser.add_argument(
+        "--batches",
+        default=",".join(map(str, LIMIT_BATCHES)),
+        help="limit: comma-separated batch sizes",
+    )
     args = parser.parse_args(argv)
     if args.mode == "limit":
         import json
 
-        print(json.dumps(compute_limit(args.model, args.rows)))
+        batches = [int(b) for b in args.batches.split(",")]
+        print(json.dumps(compute_limit(args.model, args.rows, batches)))
         return 0
     if not (args.input and args.output):
         parser.error(f"{args.mode} needs --input and --output")

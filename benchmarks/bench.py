@@ -283,10 +283,18 @@ def format_backend_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compute_limit(model_path: Path, rows: int = 1_000_000) -> dict[str, Any]:
-    """The compute limit, measured in a child process (compiled fn on in-memory numpy)."""
+def compute_limit(
+    model_path: Path, rows: int = 1_000_000, batches: Sequence[int] = ()
+) -> dict[str, Any]:
+    """The compute limit, measured in a child process (compiled fn on in-memory numpy).
+
+    ``batches``: the batch sizes tried (default: the baseline's own).
+    """
+    cmd = [*_baseline_prefix("limit"), "--model", str(model_path), "--rows", str(rows)]
+    if batches:
+        cmd += ["--batches", ",".join(map(str, batches))]
     done = subprocess.run(
-        [*_baseline_prefix("limit"), "--model", str(model_path), "--rows", str(rows)],
+        cmd,
         capture_output=True,
         text=True,
         check=False,
@@ -806,7 +814,8 @@ def _fmt(value: Any, unit: str) -> str:
 def format_table(results: dict[str, Any]) -> str:
     """The performance table as markdown, with the date, the machine and the load."""
     lines = [
-        f"`make bench`{' --quick' if results['quick'] else ''}, {results['date']}, "
+        f"`{results.get('command', 'make bench')}`{' --quick' if results['quick'] else ''}, "
+        f"{results['date']}, "
         f"{results['machine']}; load average at start "
         f"{', '.join(f'{x:.2f}' for x in results['load_average_at_start'])}.",
         "",
