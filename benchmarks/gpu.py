@@ -144,10 +144,8 @@ def gpu_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _sizes(args: argparse.Namespace) -> dict[str, Any]:
     sizes = dict(QUICK if args.quick else FULL)
-    for key in ("rows", "images", "rounds"):
-        value = getattr(args, key)
-        if value:
-            sizes[{"rows": "w1_rows", "images": "w2_images"}.get(key, key)] = value
+    overrides = {"w1_rows": args.rows, "w2_images": args.images, "rounds": args.rounds}
+    sizes.update({key: value for key, value in overrides.items() if value})
     return sizes
 
 
@@ -180,6 +178,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     from benchmarks import images as bench_images
     from keras_batch_score.pipelines.options.flag import DEFAULT_BATCH_SIZE
 
+    # This process builds the data and models with TensorFlow while its children score: without
+    # this, the first to touch the GPU would reserve nearly all of its memory for itself.
+    os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     sizes = _sizes(args)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -4,14 +4,19 @@ harness end to end under ``--allow-cpu`` (the real GPU run needs a GPU machine).
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def test_bench_gpu_refuses_without_a_gpu_and_runs_end_to_end_with_allow_cpu(tmp_path, capsys):
+def test_bench_gpu_refuses_without_a_gpu_and_runs_end_to_end_with_allow_cpu(
+    tmp_path, capsys, monkeypatch
+):
     from benchmarks import gpu
+
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)  # restored after the test
 
     if gpu.visible_gpus():
         pytest.skip("this machine has a GPU: `make bench-gpu` runs for real")
@@ -23,6 +28,8 @@ def test_bench_gpu_refuses_without_a_gpu_and_runs_end_to_end_with_allow_cpu(tmp_
     assert not (tmp_path / "bench-gpu.json").exists()  # refused before doing anything
 
     assert gpu.run([*small, "--allow-cpu"]) == 0
+    # The children that score on a GPU must not find its memory taken by this process.
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     results = json.loads((tmp_path / "bench-gpu.json").read_text())
     assert results["gpus"] == [] and results["command"] == "make bench-gpu"
     raw = results["runs"]
