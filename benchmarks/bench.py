@@ -569,13 +569,18 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["rows"] = table_rows(results)
     results["total_seconds"] = round(time.time() - started, 1)
     results["load_average_at_end"] = list(os.getloadavg())
-    with open(workdir / "bench.json", "w") as f:
+    write_results(results, workdir, "bench")
+    return results
+
+
+def write_results(results: dict[str, Any], workdir: Path, stem: str) -> None:
+    """Writes ``<stem>.json`` and its markdown table ``<stem>.md`` into ``workdir``; prints the table."""
+    with open(workdir / f"{stem}.json", "w") as f:
         json.dump(results, f, indent=2)
     table = format_table(results)
-    (workdir / "bench.md").write_text(table + "\n")
+    (workdir / f"{stem}.md").write_text(table + "\n")
     print(table)
-    print(f"\nwritten: {workdir / 'bench.json'}, {workdir / 'bench.md'}")
-    return results
+    print(f"\nwritten: {workdir / f'{stem}.json'}, {workdir / f'{stem}.md'}")
 
 
 def run_frameworks(workdir: Path, model: Path, data: Path, rows: int) -> dict[str, Any]:

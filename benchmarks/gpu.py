@@ -40,9 +40,9 @@ from benchmarks.bench import (
     _score_cmd,
     _summary,
     compute_limit,
-    format_table,
     prepare_w1,
     timed_process,
+    write_results,
 )
 
 TARGET = 0.8  # of the GPU compute limit
@@ -220,12 +220,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     raw["w2_limit"] = compute_limit(w2_model, sizes["w2_limit_images"], sizes["w2_limit_batches"])
     results["rows"] = gpu_rows(results)
     results["total_seconds"] = round(time.time() - started, 1)
-    with open(workdir / "bench-gpu.json", "w") as f:
-        json.dump(results, f, indent=2)
-    table = format_table(results)
-    (workdir / "bench-gpu.md").write_text(table + "\n")
-    print(table)
-    print(f"\nwritten: {workdir / 'bench-gpu.json'}, {workdir / 'bench-gpu.md'}")
+    write_results(results, workdir, "bench-gpu")
     return 0
 
 
