@@ -50,10 +50,9 @@ def to_predictions_table(
     """The predictions table of one scored batch (columnar, no per-row Python)."""
     n = batch.num_rows
     columns: list[pa.Array] = []
-    pred_fields = [
-        f for f in schema if f.name not in batch.table.column_names and f.name != "model"
-    ]
-    id_names = [f.name for f in schema if f.name in batch.table.column_names]
+    passthrough = set(batch.table.column_names)  # all feature columns too, with drift
+    pred_fields = [f for f in schema if f.name not in passthrough and f.name != "model"]
+    id_names = [f.name for f in schema if f.name in passthrough]
     for name in id_names:
         columns.append(batch.table.column(name))
     for field, out_name in zip(pred_fields, output_names, strict=True):
