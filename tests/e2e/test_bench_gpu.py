@@ -16,7 +16,9 @@ def test_bench_gpu_refuses_without_a_gpu_and_runs_end_to_end_with_allow_cpu(
 ):
     from benchmarks import gpu
 
-    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)  # restored after the test
+    # setenv records the variable's prior state, so the test session gets it back afterwards
+    # (delenv records nothing when the variable is absent, and gpu.run's "true" leaked).
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "set by the test")
 
     if gpu.visible_gpus():
         pytest.skip("this machine has a GPU: `make bench-gpu` runs for real")
