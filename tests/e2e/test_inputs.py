@@ -166,6 +166,42 @@ def test_tfrecord_record_of_wrong_type_is_a_row_error(tmp_path, capsys):
         assert "d.tfrecord" in e["reason"] and f"record {i}" in e["reason"]
 
 
+def test_tfrecord_string_feature_with_invalid_utf8_is_a_row_error(tmp_path, capsys):
+    """A ``string`` feature whose bytes are not UTF-8 fails its record, not the job."""
+    import keras
+
+    from keras_batch_score.transforms.io.tfrecord_parse import example_bytes
+
+    n = 120
+    a = np.random.default_rng(1).normal(size=n).astype(np.float32)
+    rows = [{"id": i, "name": f"n\u00e9{i}", "a": float(a[i])} for i in range(n)]
+    bad = {2, 77}
+    for i in bad:
+        rows[i]["name"] = b"\xff\xfe latin-1 \xe9"
+    path = _write_tfrecord(tmp_path / "d.tfrecord", [example_bytes(r) for r in rows])
+    inp = keras.Input((1,))
+    model = keras.Model(inp, keras.layers.Dense(1)(inp))
+    model.save(str(tmp_path / "m.keras"))
+    cfg = {"tfrecord_features": [{"name": "id", "dtype": "int"}, {"name": "name", "dtype": "string"},
+                                 {"name": "a", "dtype": "float"}]}  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["score", "--config", str(tmp_path / "cfg.yaml"), "--model", str(tmp_path / "m.keras"),
+               "--input", path, "--output", str(tmp_path / "out"), "--id-column", "id",
+               "--id-column", "name", "--feature-columns", "a", "--batch-size", "64"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    summary = read_summary(tmp_path / "out")
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_failed"]) == (n, n - 2, 2)
+    good = [i for i in range(n) if i not in bad]
+    got = read_predictions(tmp_path / "out")
+    assert got["id"].to_pylist() == good
+    assert got["name"].to_pylist() == [f"n\u00e9{i}" for i in good]
+    errors = sorted(read_errors(tmp_path / "out"), key=lambda e: e["row"]["id"])
+    assert [e["row"]["id"] for e in errors] == sorted(bad)
+    for e, i in zip(errors, sorted(bad), strict=True):
+        assert (e["stage"], e["column"]) == ("parse", "name")
+        assert f"record {i}: feature 'name': " in e["reason"] and "UTF-8" in e["reason"]
+
+
 def test_parse_examples_located_bisects_only_the_failing_batch():
     from keras_batch_score.transforms.io.tfrecord_parse import example_bytes, parse_examples_located
     from keras_batch_score.transforms.io.tfrecord_spec import TFRecordFeature

@@ -72,6 +72,45 @@ def test_parse_examples_nulls_defaults_and_types():
     ]
 
 
+def test_parse_examples_strings_and_bytes_when_every_record_has_them():
+    """The one-buffer path for complete string / bytes columns gives each record its own value."""
+    rows = [
+        {"s": "h\u00e9", "b": b"\x00\xff", "v": [b"a", b""]},
+        {"s": "", "b": b"", "v": [b"", b"\x00\x00"]},
+        {"s": "\u65e5\u672c", "b": b"\x89PNG\r\n" * 1000, "v": [b"xy", b"z"]},
+    ]
+    specs = (
+        TFRecordFeature("s", "string"),
+        TFRecordFeature("b", "bytes"),
+        TFRecordFeature("v", "bytes", (2,)),
+    )
+    table = parse_examples([example_bytes(r) for r in rows], specs)
+    assert table.schema == pa.schema(
+        [("s", pa.string()), ("b", pa.binary()), ("v", pa.list_(pa.binary(), 2))]
+    )
+    assert table.to_pylist() == rows
+    assert table.slice(1).to_pylist() == rows[1:]
+    assert parse_examples([], specs).num_rows == 0
+
+
+def test_string_feature_that_is_not_utf8_is_located_and_named():
+    from keras_batch_score.transforms.io.tfrecord_parse import parse_examples_located
+
+    specs = (TFRecordFeature("id", "int"), TFRecordFeature("s", "string"))
+    records = [example_bytes({"id": i, "s": f"r{i}"}) for i in range(20)]
+    records[7] = example_bytes({"id": 7, "s": b"caf\xe9"})
+    table, bad = parse_examples_located(records, specs)
+    assert table["id"].to_pylist() == [i for i in range(20) if i != 7]
+    assert table["s"].to_pylist() == [f"r{i}" for i in range(20) if i != 7]
+    assert [(b.position, b.column, b.values) for b in bad] == [(7, "s", {"id": 7})]
+    assert "not UTF-8" in bad[0].detail and "'bytes'" in bad[0].detail
+    # the same record in a batch where another record lacks the feature (the padded path)
+    records[3] = example_bytes({"id": 3})
+    table, bad = parse_examples_located(records, specs)
+    assert table["s"].to_pylist()[3] is None
+    assert [(b.position, b.column) for b in bad] == [(7, "s")]
+
+
 def test_spec_config_validation_and_format_detection():
     specs = parse_feature_specs({"a": "float", "v": {"dtype": "int", "shape": [2], "default": 0}})
     assert specs == (TFRecordFeature("a", "float"), TFRecordFeature("v", "int", (2,), 0))
