@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -115,6 +117,82 @@ def test_format_names_cuts_long_lists():
     text = format_names(names)
     assert text.startswith("['c0', 'c1'") and "'c19'" in text and "'c20'" not in text
     assert text.endswith("… and 5 more]")
+
+
+# --------------------------------------------------------------------------- text that is not UTF-8
+
+
+def _string_array(values: list[bytes]) -> pa.Array:
+    """A ``string`` array holding exactly these bytes: pyarrow does not check them, as some writers do not."""
+    offsets = np.cumsum([0, *map(len, values)]).astype(np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+
+def test_string_feature_that_is_not_utf8_is_a_row_error(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((1,), dtype="string", name="word")
+    onehot = keras.layers.StringLookup(vocabulary=["a", "b", "c"], output_mode="one_hot")(inp)
+    model = keras.Model(inp, keras.layers.Dense(1)(onehot))
+    model.save(str(tmp_path / "m.keras"))
+    n = 90
+    words = [b"abc"[i % 3 : i % 3 + 1] for i in range(n)]
+    bad = {5, 64}
+    for i in bad:
+        words[i] = b"caf\xe9"  # latin-1
+    table = pa.table({"id": np.arange(n), "word": _string_array(words)})
+    path = write_parquet(tmp_path / "in.parquet", table, row_group_size=30)
+    assert _score(str(tmp_path / "m.keras"), path, tmp_path / "out", "--id-column", "id") == 0, (
+        capsys.readouterr().err
+    )
+    summary = read_summary(tmp_path / "out")
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_failed"]) == (n, n - 2, 2)
+    good = [i for i in range(n) if i not in bad]
+    got = read_predictions(tmp_path / "out")
+    assert got["id"].to_pylist() == good
+    x = np.array([[words[i].decode()] for i in good], dtype=object)
+    ref = keras_reference(model, x)[:, 0]
+    np.testing.assert_allclose(got["prediction"].to_numpy(), ref, atol=1e-6)
+    errors = sorted(read_errors(tmp_path / "out"), key=lambda e: e["row"]["id"])
+    assert [e["row"]["id"] for e in errors] == sorted(bad)
+    for e in errors:
+        assert (e["stage"], e["column"]) == ("validate", "word")
+        assert e["reason"] == "feature 'word' is not UTF-8 text"
+        assert e["row"]["word"] == "caf\\xe9"
+
+
+def test_errors_output_keeps_a_rejected_row_whose_passthrough_text_is_not_utf8(
+    tmp_path, model_path, capsys
+):
+    n = 60
+    table = feature_table(n, 4, seed=4)
+    f1 = table.column("f1").to_numpy().copy()
+    f1[7] = np.nan
+    table = table.set_column(table.column_names.index("f1"), "f1", pa.array(f1))
+    names = [f"n{i}".encode() for i in range(n)]
+    names[7] = names[8] = b"\xff\xfe"
+    table = table.append_column("name", _string_array(names))
+    path = write_parquet(tmp_path / "in.parquet", table, row_group_size=30)
+    rc = _score(model_path, path, tmp_path / "out", "--id-column", "id", "--id-column", "name")
+    assert rc == 0, capsys.readouterr().err
+    summary = read_summary(tmp_path / "out")
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_failed"]) == (n, n - 1, 1)
+    [error] = read_errors(tmp_path / "out")
+    assert (error["column"], error["row"]["id"], error["row"]["name"]) == ("f1", 7, "\\xff\\xfe")
+    got = read_predictions(tmp_path / "out")
+    assert got["id"].to_pylist() == [i for i in range(n) if i != 7]
+    # a passthrough column is copied unchanged, as its help says, bytes and all
+    copied = got["name"].cast(pa.binary()).to_pylist()
+    assert copied == [names[i] for i in range(n) if i != 7]
+    # JSON holds text: there the bytes are written escaped
+    out = tmp_path / "out_jsonl"
+    rc = _score(model_path, path, out, "--id-column", "id", "--id-column", "name",
+                "--output-format", "jsonl")  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    lines = [json.loads(x) for f in sorted(out.glob("predictions-*.jsonl")) for x in f.open()]
+    by_id = {r["instance"]["id"]: r["instance"]["name"] for r in lines}
+    assert (len(by_id), by_id[8], by_id[9]) == (n - 1, "\\xff\\xfe", "n9")
 
 
 # --------------------------------------------------------------------------- TFRecord

@@ -144,6 +144,43 @@ def test_bad_rows_go_to_errors_with_precise_reasons():
     np.testing.assert_allclose(result.features["tab"], ref["tab"], rtol=1e-5, atol=1e-6)
 
 
+def _with_raw_text(table: pa.Table, name: str, rows: dict[int, bytes]) -> pa.Table:
+    """``table`` with these rows of a string column set to raw bytes (pyarrow checks none)."""
+    values = [v.encode() for v in table[name].to_pylist()]
+    for i, raw in rows.items():
+        values[i] = raw
+    offsets = np.cumsum([0, *map(len, values)]).astype(np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    column = pa.Array.from_buffers(pa.string(), len(values), buffers)
+    return table.set_column(table.column_names.index(name), name, column)
+
+
+@pytest.mark.parametrize("num_oov", [0, 1])
+def test_categorical_and_text_that_is_not_utf8_are_row_errors(num_oov):
+    table = _table(24)
+    cities = pa.array([CITIES[i % 3] for i in range(24)])  # all in the vocabulary
+    table = table.set_column(table.column_names.index("city"), "city", cities)
+    table = _with_raw_text(table, "city", {2: b"m\xfcnchen"})  # Latin-1
+    table = _with_raw_text(table, "review", {6: b"Good \xff Plot"})
+    spec = json.loads(json.dumps(SPEC))
+    spec["features"]["city"]["num_oov"] = num_oov
+    tab = TensorInfo("tab", (9 - 1 + num_oov,), "float32")
+    run = BatchPreprocessor(plan_preprocess(load_spec(spec), table.schema, [tab, MODEL_INPUTS[1]]))
+    result = run(table)
+    errors = {json.loads(r["row"])["id"]: r for r in result.errors.to_pylist()}
+    assert sorted(errors) == [2, 6]
+    # a row's reasons are all its problems, the first one first (with num_oov 0 the escaped
+    # value is also out of the vocabulary)
+    assert errors[2]["column"] == "city"
+    assert errors[2]["reason"].startswith("feature 'city' is not UTF-8 text")
+    assert errors[6]["reason"] == "feature 'review' is not UTF-8 text"
+    assert json.loads(errors[2]["row"])["city"] == "m\\xfcnchen"
+    good = table.filter(pa.array(result.good))
+    ref = _reference_features(good)
+    np.testing.assert_allclose(result.features["tab"][:, -3:], ref["tab"][:, -3:], atol=1e-6)
+    np.testing.assert_array_equal(result.features["txt"], ref["txt"])
+
+
 def test_plan_checks_shapes_and_fitting():
     table = _table(5)
     wrong = [TensorInfo("tab", (8,), "float32"), TensorInfo("txt", (5,), "int64")]

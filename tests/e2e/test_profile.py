@@ -168,6 +168,25 @@ def test_kind_rule_is_configurable(tmp_path):
     assert set(doc["features"]) == {"small_int", "big_int", "y"}
 
 
+def test_categorical_text_that_is_not_utf8_is_counted_escaped(tmp_path):
+    """Profiling and drift count such a value as its escaped text, instead of failing the job."""
+    words = [b"a", b"b", b"caf\xe9"] * 20
+    offsets = np.cumsum([0, *map(len, words)]).astype(np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(words))]
+    word = pa.Array.from_buffers(pa.string(), len(words), buffers)  # pyarrow checks none
+    table = pa.table({"id": np.arange(len(words)), "word": word})
+    path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=25)
+    out = str(tmp_path / "p.json")
+    doc = profile.run(["--input", path, "--output", out, "--feature-columns", "word", "--quiet"])
+    stats = doc["features"]["word"]
+    assert stats["kind"] == "categorical"
+    assert dict(zip(stats["values"], stats["counts"], strict=True)) == {
+        "a": 20,
+        "b": 20,
+        "caf\\xe9": 20,
+    }
+
+
 def test_profile_with_model_covers_predictions(tmp_path):
     table = util.feature_table(1500, 3, seed=4)
     path = util.write_parquet(tmp_path / "in.parquet", table, row_group_size=500)

@@ -134,3 +134,28 @@ def test_wide_inputs_flag_every_nonfinite_row_even_when_the_sum_overflows():
     assert np.isfinite(got.features["x"]).all() and got.features["x"].shape == (n - 3, 6)
     clean = assemble_features(table.set_column(4, "c4", pa.array(np.ones(n, np.float32))), layout)
     assert clean.good is None  # an overflowing sum alone rejects nothing
+
+
+def _raw_strings(values: list[bytes | None], large: bool = False) -> pa.Array:
+    """A string array of exactly these bytes (pyarrow checks none of them)."""
+    offsets = np.cumsum([0, *(len(v or b"") for v in values)]).astype(
+        np.int64 if large else np.int32
+    )
+    valid = pa.array([v is not None for v in values]).buffers()[1]
+    buffers = [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(v or b"" for v in values))]
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(values), buffers)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_text_that_is_not_utf8_is_found_row_by_row_and_shown_escaped(large):
+    from keras_batch_score.transforms.core.arrow import invalid_utf8, readable_text
+
+    arr = _raw_strings([b"ok", None, b"caf\xe9", "h\u00e9".encode(), b"\xff\xfe", b""], large)
+    np.testing.assert_array_equal(invalid_utf8(arr), [False, False, True, False, True, False])
+    assert readable_text(arr).to_pylist() == ["ok", None, "caf\\xe9", "h\u00e9", "\\xff\\xfe", ""]
+    assert readable_text(arr).type == arr.type
+    # a slice is looked at from its own offset
+    np.testing.assert_array_equal(invalid_utf8(arr.slice(3, 2)), [False, True])
+    valid = arr.slice(0, 2)
+    assert invalid_utf8(valid) is None and readable_text(valid) is valid
+    assert invalid_utf8(pa.array([b"\xff"], pa.binary())) is None  # bytes need not be text

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from keras_batch_score.transforms.core.arrow import one_array, readable_text
+
 
 class ConfigError(ValueError):
     """A configuration problem found before any data is read (bad key, column, path)."""
@@ -71,6 +73,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _with_readable_text(table: pa.Table) -> pa.Table:
+    """``table`` with text that is not UTF-8 written as backslash escapes, so that it becomes JSON."""
+    for i, field in enumerate(table.schema):
+        column = one_array(table.column(i))
+        readable = readable_text(column)
+        if readable is not column:
+            table = table.set_column(i, field, readable)
+    return table
+
+
 def error_table(
     table: pa.Table,
     rows: np.ndarray,
@@ -82,7 +94,8 @@ def error_table(
 
     Per-row Python here only touches rejected rows.
     """
-    records = table.take(pa.array(rows, type=pa.int64())).to_pylist() if len(rows) else []
+    taken = table.take(pa.array(rows, type=pa.int64())) if len(rows) else table.slice(0, 0)
+    records = _with_readable_text(taken).to_pylist()
     row_json = [json.dumps(_jsonable(r), default=str, sort_keys=False) for r in records]
     return pa.table(
         {

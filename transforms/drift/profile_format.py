@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from keras_batch_score.transforms.core.arrow import readable_text
 from keras_batch_score.transforms.core.errors import ConfigError
 
 PROFILE_FORMAT = "keras-batch-score/profile"
@@ -330,7 +331,7 @@ def category_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_boolean(values.type):
         return pc.if_else(values, "true", "false")
     if pa.types.is_string(values.type):
-        return values
+        return readable_text(values)  # bytes that are not UTF-8 escaped, as in the errors output
     if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
         try:
             return values.cast(pa.string())  # validates UTF-8

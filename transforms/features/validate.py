@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from keras_batch_score.transforms.core.aligned import aligned_empty
-from keras_batch_score.transforms.core.arrow import one_array
+from keras_batch_score.transforms.core.arrow import invalid_utf8, one_array, readable_text
 from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.features.layout import (
     FeatureLayout,
@@ -155,7 +155,10 @@ def _all_finite(values: np.ndarray) -> bool:
 
 
 def _string_values(table: pa.Table, binding: InputBinding, n: int, flag: Any) -> np.ndarray:
-    """``(n, width)`` object array of str/bytes for a string model input; nulls are row errors."""
+    """``(n, width)`` object array of str/bytes for a string model input.
+
+    Nulls and text that is not UTF-8 are row errors.
+    """
     out = np.empty((n, binding.width), dtype=object)
     for offset, column in enumerate(binding.columns):
         arr = one_array(table.column(column))
@@ -166,6 +169,10 @@ def _string_values(table: pa.Table, binding: InputBinding, n: int, flag: Any) ->
             arr = arr.fill_null(
                 "" if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else b""
             )
+        not_utf8 = invalid_utf8(arr)
+        if not_utf8 is not None:
+            flag(column, not_utf8, f"feature {column!r} is not UTF-8 text")
+            arr = readable_text(arr)
         out[:, offset] = arr.to_numpy(zero_copy_only=False)
     return out
 

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from keras_batch_score.transforms.core.arrow import one_array
+from keras_batch_score.transforms.core.arrow import one_array, readable_text
 from keras_batch_score.transforms.io.example_encoder import serialize_examples
 
 FORMATS = ("parquet", "jsonl", "tfrecord")
@@ -84,7 +84,7 @@ def json_values(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     elif pa.types.is_integer(t) or pa.types.is_boolean(t):
         text = pc.cast(arr, pa.string())
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        text = _quoted(arr.cast(pa.string()))
+        text = _quoted(readable_text(arr).cast(pa.string()))  # JSON text: bytes not UTF-8 escaped
     elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         if pa.types.is_fixed_size_list(t):
             width = t.list_size

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from keras_batch_score.transforms.core.aligned import aligned_empty, as_aligned
+from keras_batch_score.transforms.core.arrow import invalid_utf8, readable_text
 from keras_batch_score.transforms.core.errors import error_table
 from keras_batch_score.transforms.preprocess import ops
 from keras_batch_score.transforms.preprocess.plan import PreprocessPlan
@@ -71,6 +72,15 @@ class Preprocessed:
         return 0 if self.good is None else int((~self.good).sum())
 
 
+def _text_checked(name: str, column: pa.Array, problems: _Problems) -> pa.Array:
+    """Flags the rows of a string column whose bytes are not UTF-8 (shown escaped from here on)."""
+    not_utf8 = invalid_utf8(column)
+    if not_utf8 is None:
+        return column
+    problems.flag(name, not_utf8, f"feature {name!r} is not UTF-8 text")
+    return readable_text(column)
+
+
 class BatchPreprocessor:
     """Runs a :class:`PreprocessPlan` on Arrow tables. Create once per worker (builds TF graphs)."""
 
@@ -88,6 +98,8 @@ class BatchPreprocessor:
         outputs: dict[str, np.ndarray] = {}
         for f in self._plan.spec.features:
             column = table.column(f.column).combine_chunks()
+            if f.type in ("categorical", "text"):
+                column = _text_checked(f.name, column, problems)
             run = {
                 "numeric": self._numeric,
                 "categorical": self._categorical,
